@@ -1,0 +1,287 @@
+"""GPT-2 in TensorFlow 2, written like OpenAI's ``src/model.py``.
+
+Small functions named after the math (``norm``, ``conv1d``, ``attn``, ``mlp``,
+``block``) over plain ``tf.Variable`` objects whose names and shapes are those
+of OpenAI's checkpoints (``model/h0/attn/c_attn/w`` ...). No Keras, no
+``tf.compat.v1``: everything runs eagerly or inside ``tf.function``.
+
+    >>> from gpt2_simple_plus.hparams import hparams_for
+    >>> from gpt2_simple_plus.model import GPT2
+    >>> model = GPT2(hparams_for("tiny", n_vocab=100), seed=0)
+    >>> logits = model([[1, 2, 3]])
+    >>> tuple(logits.shape)
+    (1, 3, 100)
+
+Incremental decoding uses a key/value cache preallocated for the whole
+sequence (one ``[2, batch, heads, length, head_size]`` tensor per layer) that
+each call updates in place at position ``pos``::
+
+    >>> cache = model.empty_cache(batch_size=1, length=8)
+    >>> h, cache = model.forward([[1, 2]], cache=cache, pos=0)
+    >>> h, cache = model.forward([[3]], cache=cache, pos=2)
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+try:  # XLA's in-place dynamic-update-slice; also runs outside XLA.
+    from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
+except ImportError:  # pragma: no cover - depends on the TensorFlow build
+    dynamic_update_slice = None
+
+
+def variable_shapes(hparams):
+    """Every variable of a GPT-2 checkpoint, in OpenAI's order: ``{name: shape}``.
+
+        >>> from gpt2_simple_plus.hparams import hparams_for
+        >>> variable_shapes(hparams_for("124M"))["model/h0/attn/c_attn/w"]
+        (1, 768, 2304)
+    """
+    e = hparams.n_embd
+    shapes = {"model/wpe": (hparams.n_ctx, e), "model/wte": (hparams.n_vocab, e)}
+    for i in range(hparams.n_layer):
+        p = f"model/h{i}/"
+        shapes.update({
+            p + "ln_1/g": (e,), p + "ln_1/b": (e,),
+            p + "attn/c_attn/w": (1, e, 3 * e), p + "attn/c_attn/b": (3 * e,),
+            p + "attn/c_proj/w": (1, e, e), p + "attn/c_proj/b": (e,),
+            p + "ln_2/g": (e,), p + "ln_2/b": (e,),
+            p + "mlp/c_fc/w": (1, e, 4 * e), p + "mlp/c_fc/b": (4 * e,),
+            p + "mlp/c_proj/w": (1, 4 * e, e), p + "mlp/c_proj/b": (e,),
+        })
+    shapes.update({"model/ln_f/g": (e,), "model/ln_f/b": (e,)})
+    return shapes
+
+
+def random_weights(hparams, seed=None):
+    """GPT-2's initialisation as NumPy arrays: normal(0.02) weights, wpe
+    normal(0.01), LayerNorm g=1, all biases 0 (as OpenAI's ``model.py``)."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in variable_shapes(hparams).items():
+        leaf = name.rsplit("/", 1)[1]
+        if leaf == "g":
+            weights[name] = np.ones(shape, np.float32)
+        elif leaf == "b":
+            weights[name] = np.zeros(shape, np.float32)
+        else:
+            std = 0.01 if name == "model/wpe" else 0.02
+            weights[name] = rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+    return weights
+
+
+# ---------------------------------------------------------------------------
+# The layers, as in the paper.
+
+def gelu(x):
+    """GPT-2's tanh approximation of GELU."""
+    return 0.5 * x * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
+def norm(x, g, b, *, epsilon=1e-5):
+    """LayerNorm over the last axis, computed in float32 whatever the input dtype."""
+    dtype = x.dtype
+    x = tf.cast(x, tf.float32)
+    u = tf.reduce_mean(x, axis=-1, keepdims=True)
+    s = tf.reduce_mean(tf.square(x - u), axis=-1, keepdims=True)
+    x = (x - u) * tf.math.rsqrt(s + epsilon)
+    return tf.cast(x * g + b, dtype)
+
+
+def conv1d(x, w, b):
+    """OpenAI's "conv1d": a dense layer whose weight is stored as ``[1, nx, nf]``."""
+    w = tf.cast(w[0], x.dtype)
+    return tf.einsum("btx,xf->btf", x, w) + tf.cast(b, x.dtype)
+
+
+def split_heads(x, n_head):
+    """``[batch, seq, features]`` -> ``[batch, heads, seq, features / heads]``."""
+    batch, seq = tf.shape(x)[0], tf.shape(x)[1]
+    x = tf.reshape(x, [batch, seq, n_head, x.shape[-1] // n_head])
+    return tf.transpose(x, [0, 2, 1, 3])
+
+
+def merge_heads(x):
+    """The inverse of :func:`split_heads`."""
+    batch, seq = tf.shape(x)[0], tf.shape(x)[2]
+    x = tf.transpose(x, [0, 2, 1, 3])
+    return tf.reshape(x, [batch, seq, x.shape[-1] * x.shape[-2]])
+
+
+def attention_mask(nd, ns, pos, pad):
+    """Which keys each query may see: ``[batch, 1, nd, ns]`` booleans.
+
+    Query ``i`` sits at absolute position ``pos + i`` and sees keys ``j <= pos + i``
+    (causal), except row ``r``'s first ``pad[r]`` keys, which are left padding.
+    """
+    i = tf.range(nd)[:, None] + pos
+    j = tf.range(ns)[None, :]
+    causal = (j <= i)[None, None]
+    if pad is None:
+        return causal
+    real = (j[None] >= pad[:, None, None])[:, None]
+    return tf.logical_and(causal, real)
+
+
+def multihead_attn(q, k, v, mask):
+    """Scaled dot-product attention; the softmax runs in float32."""
+    w = tf.matmul(q, k, transpose_b=True)
+    w = tf.cast(w, tf.float32) * (1.0 / math.sqrt(q.shape[-1]))
+    w = tf.where(mask, w, -1e10)
+    w = tf.nn.softmax(w, axis=-1)
+    return tf.matmul(tf.cast(w, v.dtype), v)
+
+
+def write_cache(cache, kv, pos):
+    """Store ``kv`` ``[2, batch, heads, n, d]`` into ``cache`` at sequence position ``pos``, in place."""
+    pos = tf.cast(pos, tf.int32)
+    if dynamic_update_slice is not None:
+        zero = tf.constant(0, tf.int32)
+        return dynamic_update_slice(cache, tf.cast(kv, cache.dtype), [zero, zero, zero, pos, zero])
+    n = tf.shape(kv)[3]
+    idx = tf.range(n) + pos
+    updated = tf.tensor_scatter_nd_update(
+        tf.transpose(cache, [3, 0, 1, 2, 4]), idx[:, None], tf.transpose(kv, [3, 0, 1, 2, 4]))
+    return tf.transpose(updated, [1, 2, 3, 0, 4])
+
+
+def attn(x, w, prefix, *, n_head, cache, pos, pad):
+    """Causal self-attention; returns the output and the updated layer cache."""
+    c = conv1d(x, w[prefix + "c_attn/w"], w[prefix + "c_attn/b"])
+    q, k, v = (split_heads(t, n_head) for t in tf.split(c, 3, axis=2))
+    if cache is not None:
+        cache = write_cache(cache, tf.stack([k, v]), pos)
+        k, v = cache[0], cache[1]
+        mask = attention_mask(tf.shape(q)[2], tf.shape(k)[2], pos, pad)
+    else:
+        mask = attention_mask(tf.shape(q)[2], tf.shape(k)[2], 0, pad)
+    a = merge_heads(multihead_attn(q, k, v, mask))
+    return conv1d(a, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"]), cache
+
+
+def mlp(x, w, prefix):
+    h = gelu(conv1d(x, w[prefix + "c_fc/w"], w[prefix + "c_fc/b"]))
+    return conv1d(h, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"])
+
+
+def block(x, w, prefix, *, n_head, cache=None, pos=0, pad=None):
+    """One transformer block: pre-norm attention then pre-norm MLP, both residual."""
+    a, cache = attn(norm(x, w[prefix + "ln_1/g"], w[prefix + "ln_1/b"]), w, prefix + "attn/",
+                    n_head=n_head, cache=cache, pos=pos, pad=pad)
+    x = x + a
+    x = x + mlp(norm(x, w[prefix + "ln_2/g"], w[prefix + "ln_2/b"]), w, prefix + "mlp/")
+    return x, cache
+
+
+def positions_for(tokens, pos, pad):
+    """Absolute position of each token; left padding shifts a row's positions back."""
+    p = tf.range(tf.shape(tokens)[1])[None, :] + tf.cast(pos, tf.int32)
+    if pad is not None:
+        p = tf.maximum(p - pad[:, None], 0)
+    return p
+
+
+# ---------------------------------------------------------------------------
+
+class GPT2(tf.Module):
+    """GPT-2: token ids in, logits out.
+
+    ``weights`` maps checkpoint names to arrays (see :func:`variable_shapes`);
+    without it the model starts from GPT-2's random initialisation.
+    ``compute_dtype`` may be ``"bfloat16"`` or ``"float16"``: matmuls run in
+    that type while variables, LayerNorm and softmax stay float32.
+    """
+
+    def __init__(self, hparams, weights=None, *, seed=None, compute_dtype="float32",
+                 name="model"):
+        super().__init__(name=None)
+        self.hparams = hparams
+        self.compute_dtype = tf.as_dtype(compute_dtype)
+        if weights is None:
+            weights = random_weights(hparams, seed)
+        self.weights = {
+            n: tf.Variable(np.asarray(weights[n], np.float32).reshape(s), name=n, trainable=True)
+            for n, s in variable_shapes(hparams).items()
+        }
+
+    @property
+    def wte(self):
+        return self.weights["model/wte"]
+
+    @property
+    def wpe(self):
+        return self.weights["model/wpe"]
+
+    def empty_cache(self, batch_size, length, dtype=None):
+        """A zeroed key/value cache for ``length`` positions: a list, one tensor per layer."""
+        hp = self.hparams
+        shape = [2, batch_size, hp.n_head, length, hp.head_size]
+        return [tf.zeros(shape, dtype or self.compute_dtype) for _ in range(hp.n_layer)]
+
+    def forward(self, tokens, *, cache=None, pos=0, pad=None, recompute=False):
+        """The final hidden states ``[batch, seq, n_embd]`` (after ``ln_f``) and the cache.
+
+        ``tokens`` sit at positions ``pos ...``; with a ``cache`` they are written
+        into it and attend to everything before them. ``pad[r]`` counts row ``r``'s
+        left-padding tokens, which nobody attends to. ``recompute=True``
+        recomputes each block in the backward pass instead of storing its
+        activations (memory-saving gradients).
+        """
+        w, hp = self.weights, self.hparams
+        tokens = tf.convert_to_tensor(tokens, tf.int32)
+        if pad is not None:
+            pad = tf.convert_to_tensor(pad, tf.int32)
+        h = tf.gather(w["model/wte"], tokens) + tf.gather(w["model/wpe"], positions_for(tokens, pos, pad))
+        h = tf.cast(h, self.compute_dtype)
+        new_cache = []
+        for i in range(hp.n_layer):
+            prefix = f"model/h{i}/"
+            layer_cache = None if cache is None else cache[i]
+            if recompute and cache is None:
+                h = self._recomputed_block(h, prefix, pad)
+            else:
+                h, layer_cache = block(h, w, prefix, n_head=hp.n_head, cache=layer_cache,
+                                       pos=pos, pad=pad)
+            new_cache.append(layer_cache)
+        h = norm(h, w["model/ln_f/g"], w["model/ln_f/b"])
+        return h, (new_cache if cache is not None else None)
+
+    def _recomputed_block(self, h, prefix, pad):
+        names = [n for n in self.weights if n.startswith(prefix)]
+        variables = [self.weights[n] for n in names]
+
+        @tf.recompute_grad
+        def run(x):
+            # Variables are read inside, so recompute_grad differentiates them too.
+            out, _ = block(x, dict(zip(names, variables)), prefix, n_head=self.hparams.n_head,
+                           pad=pad)
+            return out
+
+        return run(h)
+
+    def logits(self, h):
+        """The tied language-model head: ``h · wteᵀ``, returned in float32."""
+        wte = tf.cast(self.weights["model/wte"], h.dtype)
+        return tf.cast(tf.einsum("bte,ve->btv", h, wte), tf.float32)
+
+    def __call__(self, tokens, *, cache=None, pos=0, pad=None):
+        """Logits ``[batch, seq, n_vocab]`` for ``tokens`` (full causal forward pass)."""
+        h, _ = self.forward(tokens, cache=cache, pos=pos, pad=pad)
+        return self.logits(h)
+
+    def trainable_weights(self, only_transformer_layers=False):
+        """Variables to train; with ``only_transformer_layers`` just the ``/h`` blocks
+        (gpt-2-simple's ``only_train_transformer_layers``)."""
+        return [v for n, v in self.weights.items()
+                if not only_transformer_layers or "/h" in n]
+
+    def numpy_weights(self):
+        """``{checkpoint name: np.ndarray}`` — what a checkpoint save writes."""
+        return {n: v.numpy() for n, v in self.weights.items()}
+
+    def assign(self, weights):
+        """Copy arrays (a ``{name: array}`` dict) into the existing variables."""
+        for n, v in self.weights.items():
+            v.assign(np.asarray(weights[n], np.float32).reshape(v.shape))

@@ -1,0 +1,33 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+import helpers  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def gpt2_vocab_dir():
+    """The real GPT-2 vocabulary (../shared/gpt2-vocab or $GPT2_VOCAB_DIR)."""
+    path = helpers.real_vocab_dir()
+    if path is None:
+        pytest.skip(f"real GPT-2 vocabulary not found at {helpers.GPT2_VOCAB_DIR} "
+                    f"(set GPT2_VOCAB_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """``models/tiny`` in OpenAI's layout: a random 2-layer GPT-2 with a 277-token vocabulary."""
+    folder = tmp_path_factory.mktemp("tiny") / "models" / "tiny"
+    helpers.make_model_dir(str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_vocab_model_dir(tmp_path_factory, gpt2_vocab_dir):
+    """A random 2-layer GPT-2 with the real 50,257-token vocabulary (for gpt-2-simple interop)."""
+    folder = tmp_path_factory.mktemp("tinyreal") / "models" / "tiny"
+    helpers.make_model_dir(str(folder), vocab_dir=gpt2_vocab_dir)
+    return str(folder)

@@ -1,0 +1,78 @@
+"""Builders shared by the tests: tiny vocabularies, tiny random models, subprocess runs."""
+
+import json
+import os
+import subprocess
+import sys
+
+from gpt2_simple_plus.hparams import hparams_for
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GPT2_VOCAB_DIR = os.environ.get(
+    "GPT2_VOCAB_DIR", os.path.join(REPO, "..", "shared", "gpt2-vocab"))
+
+
+def real_vocab_dir():
+    """The real GPT-2 vocabulary folder, or None when ../shared is absent."""
+    ok = all(os.path.isfile(os.path.join(GPT2_VOCAB_DIR, f)) for f in ("encoder.json", "vocab.bpe"))
+    return GPT2_VOCAB_DIR if ok else None
+
+
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+        + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+TINY_MERGES = ["Ġ t", "h e", "Ġt he", "Ġ a", "i n", "e r", "Ġ s", "o n", "Ġ w", "r e",
+               "Ġa n", "Ġan d", "Ġ o", "Ġo f", "a t", "e n", "Ġt o", "Ġ i", "Ġi n", "o u"]
+
+
+def make_tiny_vocab(folder):
+    """A byte-level BPE vocabulary in GPT-2's format: 256 bytes, 20 merges, <|endoftext|>."""
+    os.makedirs(folder, exist_ok=True)
+    byte_chars = list(bytes_to_unicode().values())
+    encoder = {c: i for i, c in enumerate(byte_chars)}
+    for merge in TINY_MERGES:
+        encoder["".join(merge.split())] = len(encoder)
+    encoder["<|endoftext|>"] = len(encoder)
+    with open(os.path.join(folder, "encoder.json"), "w", encoding="utf-8") as f:
+        json.dump(encoder, f, ensure_ascii=False)
+    with open(os.path.join(folder, "vocab.bpe"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "\n".join(TINY_MERGES) + "\n")
+    return len(encoder)
+
+
+def make_model_dir(folder, *, vocab_dir=None, size="tiny", seed=0, **overrides):
+    """A random GPT-2 in OpenAI's release layout at ``folder``; returns its hparams.
+
+    With ``vocab_dir`` the vocabulary is copied from there; otherwise the tiny
+    hand-made one is written.
+    """
+    from gpt2_simple_plus.checkpoints import save_pretrained_layout
+    from gpt2_simple_plus.model import random_weights
+
+    os.makedirs(folder, exist_ok=True)
+    if vocab_dir:
+        with open(os.path.join(vocab_dir, "encoder.json"), encoding="utf-8") as f:
+            n_vocab = len(json.load(f))
+    else:
+        n_vocab = make_tiny_vocab(folder)
+    hparams = hparams_for(size, n_vocab=n_vocab, **overrides)
+    save_pretrained_layout(folder, random_weights(hparams, seed), hparams, vocab_from=vocab_dir)
+    return hparams
+
+
+def run_python(code, *, cwd, timeout=600, env=None):
+    """Run ``code`` in a fresh Python process; returns CompletedProcess (text)."""
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
