@@ -157,6 +157,17 @@ def _first_line(err):
     return text.splitlines()[0][:300] if text else type(err).__name__
 
 
+def _get_tensor(reader, prefix, name):
+    try:
+        return reader.get_tensor(name)
+    # A data file cut short raises IndexError ("Read less bytes than requested").
+    except (tf.errors.OpError, ValueError, IndexError) as err:
+        raise CheckpointError(
+            f"Cannot read {name!r} from {prefix}{DATA_SUFFIX}: {_first_line(err)}. The data "
+            f"file is truncated or corrupt: delete the checkpoint and download or train again."
+        ) from None
+
+
 def checkpoint_shapes(prefix):
     """``{name: shape}`` of every tensor in the bundle ``prefix``."""
     return {n: tuple(s) for n, s in _reader(prefix).get_variable_to_shape_map().items()}
@@ -187,14 +198,7 @@ class CheckpointWeights:
                 )
 
     def __getitem__(self, name):
-        try:
-            value = self.reader.get_tensor(name)
-        except (tf.errors.OpError, ValueError) as err:
-            raise CheckpointError(
-                f"Cannot read {name!r} from {self.prefix}: {_first_line(err)}. The data file is "
-                f"truncated or corrupt: delete the checkpoint and download or train again."
-            ) from None
-        return np.asarray(value, np.float32)
+        return np.asarray(_get_tensor(self.reader, self.prefix, name), np.float32)
 
     def keys(self):
         return self.expected.keys()
@@ -232,7 +236,7 @@ def write_bundle(prefix, arrays):
 def read_bundle(prefix):
     """Every tensor of the bundle at ``prefix`` as ``{name: np.ndarray}``."""
     reader = _reader(prefix)
-    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
+    return {n: _get_tensor(reader, prefix, n) for n in reader.get_variable_to_shape_map()}
 
 
 def _write_text_atomic(path, text):
