@@ -35,6 +35,7 @@ are exactly ``encode`` of the whole text. Nothing here imports TensorFlow.
 """
 
 import functools
+import hashlib
 import itertools
 import json
 import os
@@ -55,6 +56,11 @@ BACKENDS = ("auto", "tiktoken", "python")
 _DOWNLOAD_HINT = "download a model first: gpt2.download_gpt2(model_name='124M')"
 _NO_MERGE = float("inf")  # the rank of a pair that is not in vocab.bpe
 _PIECE_CACHE_LIMIT = 1 << 17  # pre-tokens remembered by the python backend
+# Vocabularies whose every token was checked to be what OpenAI's merges make of
+# its bytes (see Encoder._tiktoken_mismatch); tests/test_encoder.py re-checks them.
+_VERIFIED = {
+    "46cc184bb7bd3a8d5763e776914c32926cc969ab3dd7f883be619270af66fcf3": "GPT-2 (124M-1558M)",
+}
 # Text whose ids both backends must agree on before tiktoken is trusted.
 _PROBE = ("Hello, World! DON'T he's  multiple   spaces\n\n\tcode(x) = 42; 3.14159 "
           "caf\u00e9 na\u00efve \u65e5\u672c\u8a9e \U0001F600 \u0645\u0631\u062d\u0628\u0627 "
@@ -191,9 +197,7 @@ class Encoder:
         # a cut needs the characters on both sides, and must not split a special token
         margin = max(map(len, allowed), default=1)
         parts, size, need, searched = [], 0, chunk_chars, 0
-        for text in texts:
-            if not isinstance(text, str):
-                raise TypeError(f"encode_iter needs strings, got {type(text).__name__}")
+        for text in _pieces(texts, chunk_chars):
             parts.append(text)
             size += len(text)
             if size < need:
@@ -376,7 +380,21 @@ class Encoder:
                         f"not in encoder.json: the two files are not from the same vocabulary.")
 
     def _tiktoken_mismatch(self):
-        """Why tiktoken would encode differently from the merges, or None if it would not."""
+        """Why tiktoken could encode differently from OpenAI's merges, or None if it cannot.
+
+        tiktoken merges any two neighbours whose bytes join into a token, taking
+        the lowest id first, and returns a pre-token that is itself a token
+        whole. OpenAI's code merges only the pairs listed in vocab.bpe. They
+        agree when (1) every byte is a token, (2) merges build on earlier merges
+        and their results' ids increase in merge order (GPT-2: id = 256 + rank),
+        and (3) OpenAI's merges turn each token's bytes back into that token (or,
+        for a token that can never be a whole pre-token, into three or more
+        pieces). Then no reachable state holds two neighbours that join into a
+        token through a pair vocab.bpe does not list. (1) and (2) alone are not enough: with
+        merges "i n", "Ġ i", "Ġi n", OpenAI encodes " in" as "Ġ" "in", tiktoken
+        as "Ġin". (3) costs a second on a 50,000-token vocabulary, so it is
+        skipped for vocabularies in _VERIFIED (GPT-2's, checked by the tests).
+        """
         if len(self.decoder) != len(self.encoder):
             return "two tokens of encoder.json share an id"
         missing = [b for b, c in self.byte_encoder.items() if c not in self.encoder]
@@ -391,8 +409,35 @@ class Encoder:
                         f"has id {token_id})")
             if not alphabet >= set(first + second):
                 return f"merge {rank + 1} uses characters outside GPT-2's byte table"
+            if any(len(part) > 1 and self.encoder[part] >= token_id for part in (first, second)):
+                return f"merge {rank + 1} ({first} {second}) uses a token made by a later merge"
             previous = token_id
+        if self._fingerprint() in _VERIFIED:
+            return None
+        token = self._token_merges_do_not_make()
+        if token is not None:
+            return f"OpenAI's merges do not turn {token!r} into that token"
         return None
+
+    def _token_merges_do_not_make(self):
+        """A token tiktoken would emit where OpenAI's merges stop short of it, or None."""
+        for token, i in self.encoder.items():
+            if len(token) == 1 or token in self.special_tokens:
+                continue
+            parts = self._bpe(list(token))
+            if len(parts) == 1:
+                continue
+            if len(parts) == 2:  # tiktoken joins these two, vocab.bpe does not
+                return token
+            text = self._bytes[i].decode("utf-8", errors="replace")
+            if text.encode("utf-8") == self._bytes[i] and self.pat.findall(text) == [text]:
+                return token  # a whole pre-token, which tiktoken looks up directly
+        return None
+
+    def _fingerprint(self):
+        """sha256 of the merges and the id -> token table."""
+        table = [list(self.bpe_ranks), sorted(self.decoder.items())]
+        return hashlib.sha256(json.dumps(table, ensure_ascii=False).encode("utf-8")).hexdigest()
 
     def _build_tiktoken(self):
         """tiktoken's Encoding over the same merges, or (None, reason it cannot be used)."""
@@ -411,6 +456,17 @@ class Encoder:
                 != self._encode_python(_PROBE, allowed):
             return None, "tiktoken and the merges disagree on a probe text"
         return fast, None
+
+
+def _pieces(texts, size):
+    """The strings of ``texts``, long ones sliced to ``size`` characters."""
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"encode_iter needs strings, got {type(text).__name__}.")
+        if len(text) <= size:
+            yield text
+        else:
+            yield from (text[start:start + size] for start in range(0, len(text), size))
 
 
 # -- where text may be cut without changing its tokens --------------------------
