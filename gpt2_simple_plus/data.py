@@ -1,0 +1,497 @@
+"""Training data: text, CSV and pre-encoded files in, token chunks out, and the Sampler.
+
+``finetune(sess, dataset)`` accepts what gpt-2-simple accepts:
+
+* a file, a folder (read recursively, files in sorted order) or a glob pattern;
+* ``.txt`` (in fact any file that is not ``.csv`` or ``.npz``): small files are
+  joined with the literal text ``<|endoftext|>`` until ``combine`` characters
+  have been read, then encoded as one chunk (exactly gpt-2-simple's rule, and
+  like gpt-2-simple the separator is encoded as ordinary text);
+* ``.csv``: the first column of every row after the header, each wrapped as
+  ``<|startoftext|>row<|endoftext|>\\n``;
+* ``.npz``: token chunks already encoded by :func:`encode_dataset` (or by
+  gpt-2-simple's ``encode_dataset``).
+
+Files are read with ``errors='ignore'`` like gpt-2-simple, but a file with
+bytes that are not UTF-8 is named in a warning. Text is encoded a megabyte at a
+time and the tokens are written straight to disk as ``uint16``, so a corpus of
+many gigabytes needs little memory; :func:`load_dataset` memory-maps the
+result. With ``cache_dir`` (``finetune`` uses the run folder) the tokens are
+kept as ``dataset-<key>.npy`` and reused while the files, ``combine`` and the
+vocabulary stay the same.
+
+    >>> import os, tempfile
+    >>> from gpt2_simple_plus.encoder import get_encoder, _example_folder
+    >>> folder = tempfile.mkdtemp()
+    >>> path = os.path.join(folder, "hats.txt")
+    >>> _ = open(path, "w").write(" the hat" * 50)
+    >>> enc = get_encoder(_example_folder())
+    >>> chunks = load_dataset(enc, path)
+    >>> sampler = Sampler(chunks, seed=0)
+    >>> sampler.total_size   # 150 tokens of text, 13 of the literal "<|endoftext|>" after it
+    163
+    >>> enc.decode(sampler.sample(4))
+    'the hat the'
+
+"""
+
+import codecs
+import csv
+import glob
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+
+from .errors import DatasetError
+
+START_TOKEN = "<|startoftext|>"
+END_TOKEN = "<|endoftext|>"
+CACHE_VERSION = 1
+READ_CHARS = 1 << 20  # characters read from a text file at a time
+
+# Decoding errors are ignored like gpt-2-simple's errors='ignore', but counted so
+# the file can be named in a warning.
+_IGNORE_AND_COUNT = "gpt2_simple_plus.ignore"
+_undecodable = [0]
+
+
+def _ignore_and_count(err):
+    _undecodable[0] += 1
+    return "", err.end
+
+
+codecs.register_error(_IGNORE_AND_COUNT, _ignore_and_count)
+
+
+# ---------------------------------------------------------------------------
+# Finding and reading the files
+
+def dataset_files(path):
+    """The files ``path`` names: itself, every file under a folder, or a glob's matches.
+
+        >>> dataset_files("no/such/file.txt")
+        Traceback (most recent call last):
+        ...
+        gpt2_simple_plus.errors.DatasetError: No file or folder 'no/such/file.txt' ...
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return [path]
+    if os.path.isdir(path):
+        files = sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names)
+        if not files:
+            raise DatasetError(f"The folder {path!r} has no files in it (its subfolders were "
+                               f"searched too). Put .txt, .csv or .npz files there, or pass a file.")
+        return files
+    files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+    if not files:
+        raise DatasetError(f"No file or folder {path!r} (and no file matches it as a pattern). "
+                           f"Check the spelling; a relative path starts in {os.getcwd()!r}.")
+    return files
+
+
+def _read_text(path):
+    """A text file's characters, a megabyte at a time (gpt-2-simple's ``open(path, 'r',
+    encoding='utf8', errors='ignore')``), warning once if bytes were skipped."""
+    before = _undecodable[0]
+    with open(path, "r", encoding="utf-8", errors=_IGNORE_AND_COUNT) as f:
+        while True:
+            text = f.read(READ_CHARS)
+            if not text:
+                break
+            yield text
+    skipped = _undecodable[0] - before
+    if skipped:
+        warnings.warn(f"{path}: {skipped} stretch(es) of bytes are not UTF-8 text and were "
+                      f"skipped (gpt-2-simple skips them too). If this is not a text file, "
+                      f"move it out of the dataset; otherwise save it as UTF-8.",
+                      UnicodeWarning, stacklevel=4)
+
+
+def _csv_rows(path, start_token=START_TOKEN, end_token=END_TOKEN, header=True):
+    """``start_token + first column + end_token + "\\n"`` for every row after the header."""
+    before, rows = _undecodable[0], 0
+    with open(path, "r", encoding="utf-8", errors=_IGNORE_AND_COUNT) as f:
+        if header:
+            f.readline()
+        try:
+            for row in csv.reader(f):
+                if not row:  # a blank line has no first column: nothing to train on
+                    continue
+                rows += 1
+                yield start_token + row[0] + end_token + "\n"
+        except csv.Error as err:
+            raise DatasetError(f"{path} is not a readable CSV file: {err}.") from None
+    if not rows:
+        raise DatasetError(
+            f"{path} has no rows with a first column{' after its header line' if header else ''}. "
+            f"Training reads the first column of every row (the first line is a header); "
+            f"put one text per row there.")
+    if _undecodable[0] > before:
+        warnings.warn(f"{path}: some bytes are not UTF-8 text and were skipped.",
+                      UnicodeWarning, stacklevel=4)
+
+
+def _read_npz(path, n_vocab):
+    """The token arrays of a pre-encoded ``.npz`` (one chunk per array)."""
+    try:
+        with np.load(path) as npz:
+            chunks = [np.asarray(npz[name]) for name in npz.files]
+    except Exception as err:  # zipfile, pickle and value errors all mean "not an npz of tokens"
+        raise DatasetError(f"{path} is not a readable .npz file of encoded tokens ({err}). "
+                           f"Make it with gpt2.encode_dataset(...), or rename it if it is "
+                           f"text.") from None
+    for chunk in chunks:
+        if chunk.ndim != 1 or chunk.dtype.kind not in "iu":
+            raise DatasetError(f"{path} holds an array of shape {chunk.shape} and type "
+                               f"{chunk.dtype}; an encoded dataset holds 1-D arrays of token ids.")
+        if chunk.size and (int(chunk.min()) < 0 or int(chunk.max()) >= n_vocab):
+            raise DatasetError(f"{path} holds token id {int(chunk.max())}, but the vocabulary "
+                               f"has {n_vocab} tokens: it was encoded with another vocabulary. "
+                               f"Encode it again with this model's encode_dataset.")
+    return chunks
+
+
+_END = object()  # marks the end of a chunk in the text stream
+
+
+def _text_stream(paths, combine, arrays, counts):
+    """gpt-2-simple's ``load_dataset`` as a stream of text pieces with ``_END`` between chunks.
+
+    Pre-encoded arrays are appended to ``arrays`` (they are chunks of their own);
+    ``counts["chars"]`` counts the characters read from the files.
+    """
+    size = 0  # characters in the current chunk, gpt-2-simple's len(raw_text)
+    for path in paths:
+        if path.endswith(".npz"):
+            new = _read_npz(path, counts["n_vocab"])
+            arrays.extend(new)
+            counts["tokens"] += sum(len(a) for a in new)
+            continue
+        reader = _csv_rows(path) if path.endswith(".csv") else _read_text(path)
+        for text in reader:
+            size += len(text)
+            counts["chars"] += len(text)
+            yield text
+        if path.endswith(".csv"):
+            continue
+        if size >= combine:
+            yield _END
+            size = 0
+        else:
+            yield END_TOKEN
+            size += len(END_TOKEN)
+    if size:
+        yield _END
+
+
+class _TokenWriter:
+    """Appends token arrays to a file on disk and remembers where each chunk ends."""
+
+    def __init__(self, path, dtype):
+        self.path, self.dtype = path, np.dtype(dtype)
+        self.file = open(path, "wb")
+        self.n_tokens, self.bounds = 0, [0]
+
+    def add(self, tokens):
+        tokens = np.asarray(tokens)
+        if tokens.size and int(tokens.max()) > np.iinfo(self.dtype).max:
+            raise DatasetError(f"Token id {int(tokens.max())} does not fit in {self.dtype}.")
+        self.file.write(tokens.astype(self.dtype, copy=False).tobytes())
+        self.n_tokens += len(tokens)
+
+    def end_chunk(self):
+        if self.n_tokens > self.bounds[-1]:
+            self.bounds.append(self.n_tokens)
+
+    def close(self):
+        self.file.close()
+
+
+def _encode_to_disk(enc, paths, combine, raw_path, dtype):
+    """Encode ``paths`` into the raw token file ``raw_path``; returns (n_tokens, chunk bounds)."""
+    arrays, counts = [], {"chars": 0, "tokens": 0, "n_vocab": enc.n_vocab}
+    stream = _text_stream(paths, combine, arrays, counts)
+    exhausted = [False]
+
+    def one_chunk():
+        for piece in stream:
+            if piece is _END:
+                return
+            yield piece
+        exhausted[0] = True
+
+    writer = _TokenWriter(raw_path, dtype)
+    try:
+        while not exhausted[0]:
+            for tokens in enc.encode_iter(one_chunk()):
+                writer.add(tokens)
+            writer.end_chunk()
+            for tokens in arrays:
+                writer.add(tokens)
+                writer.end_chunk()
+            arrays.clear()
+    finally:
+        writer.close()
+    if counts["chars"] == 0 and counts["tokens"] == 0:
+        names = paths[0] if len(paths) == 1 else f"{len(paths)} files starting with {paths[0]}"
+        raise DatasetError(f"The dataset ({names}) is empty: there is no text to train on.")
+    return writer.n_tokens, writer.bounds
+
+
+def _raw_to_npy(raw_path, npy_path, n_tokens, dtype, block=1 << 26):
+    """Turn a raw token file into a ``.npy`` file, a block at a time."""
+    out = np.lib.format.open_memmap(npy_path, mode="w+", dtype=dtype, shape=(n_tokens,))
+    raw = np.memmap(raw_path, dtype=dtype, mode="r", shape=(n_tokens,))
+    for i in range(0, n_tokens, block):
+        out[i:i + block] = raw[i:i + block]
+    out.flush()
+    del out, raw
+
+
+def _split(tokens, bounds):
+    return [tokens[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _file_digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_key(paths, combine, vocab_key):
+    """A short hash of what the tokens depend on: file paths, sizes and times, ``combine``,
+    the vocabulary."""
+    stats = []
+    for p in paths:
+        st = os.stat(p)
+        stats.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
+    text = json.dumps([CACHE_VERSION, stats, combine, vocab_key])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def vocab_key(folder):
+    """A hash of ``folder``'s ``encoder.json`` and ``vocab.bpe``, or ``None`` if they are absent."""
+    try:
+        return [_file_digest(os.path.join(folder, n)) for n in ("encoder.json", "vocab.bpe")]
+    except OSError:
+        return None
+
+
+def load_dataset(enc, path, combine=50000, *, cache_dir=None, vocab_folder=None):
+    """Token chunks (a list of 1-D ``uint16`` arrays) of the dataset at ``path``.
+
+    Same chunks as gpt-2-simple's ``load_dataset(enc, path, combine)``. With
+    ``cache_dir`` the tokens are stored there as ``dataset-<key>.npy`` (plus a
+    ``.json`` of chunk boundaries) and memory-mapped; a later call with the
+    same files, ``combine`` and vocabulary (``vocab_folder``'s files) reuses
+    them. Without it they are encoded into a temporary file and read into memory.
+    """
+    paths = dataset_files(path)
+    dtype = np.uint16 if enc.n_vocab <= 1 << 16 else np.int32
+    if cache_dir is None:
+        tmp = tempfile.mkdtemp(prefix="gpt2-dataset-")
+        try:
+            raw = os.path.join(tmp, "tokens.bin")
+            n_tokens, bounds = _encode_to_disk(enc, paths, combine, raw, dtype)
+            tokens = np.fromfile(raw, dtype=dtype, count=n_tokens)
+            return _split(tokens, bounds)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    key = cache_key(paths, combine, vocab_key(vocab_folder) if vocab_folder else enc.n_vocab)
+    npy, meta = (os.path.join(cache_dir, f"dataset-{key}{ext}") for ext in (".npy", ".json"))
+    if os.path.isfile(npy) and os.path.isfile(meta):
+        try:
+            with open(meta, encoding="utf-8") as f:
+                bounds = json.load(f)["bounds"]
+            tokens = np.load(npy, mmap_mode="r")
+            if len(tokens) == bounds[-1]:
+                print(f"Using the dataset encoded before: {npy}")
+                return _split(tokens, bounds)
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache is simply rebuilt
+    os.makedirs(cache_dir, exist_ok=True)
+    raw = npy + ".tmp-raw"
+    try:
+        n_tokens, bounds = _encode_to_disk(enc, paths, combine, raw, dtype)
+        _raw_to_npy(raw, npy + ".tmp.npy", n_tokens, dtype)
+        os.replace(npy + ".tmp.npy", npy)
+    finally:
+        for leftover in (raw, npy + ".tmp.npy"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    with open(meta + ".tmp", "w", encoding="utf-8") as f:
+        json.dump({"bounds": bounds, "files": len(paths), "combine": combine}, f)
+    os.replace(meta + ".tmp", meta)  # written last: marks the cache complete
+    return _split(np.load(npy, mmap_mode="r"), bounds)
+
+
+def remove_stale_caches(cache_dir, keep):
+    """Delete ``dataset-*.npy``/``.json`` in ``cache_dir`` except those of the arrays in ``keep``."""
+    keep_names = set()
+    for chunks in keep:
+        filename = getattr(chunks[0], "filename", None) if chunks else None
+        if filename:
+            keep_names.add(os.path.basename(filename)[:-len(".npy")])
+    if not os.path.isdir(cache_dir):
+        return
+    for name in os.listdir(cache_dir):
+        stem, ext = os.path.splitext(name)
+        if name.startswith("dataset-") and ext in (".npy", ".json") and stem not in keep_names:
+            os.remove(os.path.join(cache_dir, name))
+
+
+# ---------------------------------------------------------------------------
+# Sampling training windows
+
+class Sampler:
+    """Fairly samples windows from a set of variable-sized chunks (gpt-2-simple's ``Sampler``).
+
+    "Fairly" means every window that lies inside one chunk is equally likely, as
+    if sampling from the concatenation but never crossing a chunk boundary.
+    ``seed`` fixes the sequence; :attr:`state` saves and restores it.
+
+        >>> s = Sampler([np.arange(10), np.arange(100, 103)], seed=1)
+        >>> s.total_size, s.longest
+        (13, 10)
+        >>> s.sample(3).tolist()
+        [4, 5, 6]
+    """
+
+    def __init__(self, chunks, seed=None):
+        self.chunks = [c for c in chunks if len(c)]
+        if not self.chunks:
+            raise DatasetError("The dataset has no tokens.")
+        self.sizes = np.array([len(c) for c in self.chunks], dtype=np.int64)
+        self.total_size = int(self.sizes.sum())
+        self.longest = int(self.sizes.max())
+        self.rng = np.random.default_rng(seed)
+
+    def window(self, n_ctx):
+        """The training window: ``n_ctx`` tokens, or the longest chunk if that is shorter."""
+        return min(n_ctx, self.longest)
+
+    def sample(self, length):
+        """One window of ``length`` tokens."""
+        return self.sample_many(1, length)[0]
+
+    def sample_many(self, count, length):
+        """``count`` windows as an ``int32`` array ``[count, length]``."""
+        if length > self.longest:
+            raise DatasetError(f"The dataset's longest chunk has {self.longest} tokens; "
+                               f"cannot sample {length} at a time.")
+        starts = np.maximum(self.sizes - length + 1, 0)
+        ends = np.cumsum(starts)
+        picks = self.rng.integers(0, ends[-1], size=count)
+        which = np.searchsorted(ends, picks, side="right")
+        offsets = picks - (ends[which] - starts[which])
+        return np.stack([np.asarray(self.chunks[i][o:o + length], dtype=np.int32)
+                         for i, o in zip(which, offsets)])
+
+    @property
+    def state(self):
+        return json.dumps(self.rng.bit_generator.state)
+
+    @state.setter
+    def state(self, text):
+        self.rng.bit_generator.state = json.loads(text)
+
+
+def split_validation(chunks, fraction):
+    """Keep the last ``fraction`` of every chunk for validation: ``(train, val)``."""
+    if not 0 < fraction < 1:
+        raise DatasetError(f"val_fraction must be between 0 and 1, got {fraction!r}.")
+    train, val = [], []
+    for c in chunks:
+        cut = int(round(len(c) * (1 - fraction)))
+        train.append(c[:cut])
+        val.append(c[cut:])
+    if not any(len(c) >= 2 for c in train) or not any(len(c) >= 2 for c in val):
+        raise DatasetError(f"The dataset is too small to keep {fraction:.0%} of it for "
+                           f"validation; pass val_dataset=... or a larger dataset.")
+    return [c for c in train if len(c)], [c for c in val if len(c)]
+
+
+def validation_windows(chunks, length, max_windows=16):
+    """Non-overlapping windows of ``length`` tokens (fewer if the chunks are shorter), at most
+    ``max_windows`` spread evenly: the fixed set every validation pass scores."""
+    length = min(length, max(len(c) for c in chunks))
+    windows = [np.asarray(c[i:i + length], np.int32)
+               for c in chunks for i in range(0, len(c) - length + 1, length)]
+    if len(windows) > max_windows:
+        windows = [windows[int(i)] for i in np.linspace(0, len(windows) - 1, max_windows)]
+    return np.stack(windows)
+
+
+# ---------------------------------------------------------------------------
+# gpt-2-simple's helpers
+
+def encode_dataset(file_path, model_dir="models", out_path="text_encoded.npz", model_name="124M",
+                   combine=50000):
+    """Pre-encode a text file, folder or CSV into ``out_path`` (compressed ``.npz``), so
+    ``finetune`` starts at once. gpt-2-simple reads the file too.
+
+        >>> import os, tempfile, shutil
+        >>> from gpt2_simple_plus.encoder import _example_folder
+        >>> d = tempfile.mkdtemp()
+        >>> _ = shutil.copytree(_example_folder(), os.path.join(d, "models", "toy"))
+        >>> _ = open(os.path.join(d, "a.txt"), "w").write("the hat")
+        >>> encode_dataset(os.path.join(d, "a.txt"), model_dir=os.path.join(d, "models"),
+        ...                out_path=os.path.join(d, "a.npz"), model_name="toy")
+        Reading files
+        Writing ...a.npz
+        >>> np.load(os.path.join(d, "a.npz"))["arr_0"].tolist()[:2]
+        [257, 260]
+    """
+    from .encoder import get_encoder
+
+    model_path = os.path.join(model_dir, model_name)
+    enc = get_encoder(model_path)
+    print("Reading files")
+    paths = dataset_files(file_path)
+    tmp = tempfile.mkdtemp(prefix="gpt2-encode-")
+    try:
+        dtype = np.uint16 if enc.n_vocab <= 1 << 16 else np.int32
+        raw = os.path.join(tmp, "tokens.bin")
+        n_tokens, bounds = _encode_to_disk(enc, paths, combine, raw, dtype)
+        tokens = np.memmap(raw, dtype=dtype, mode="r", shape=(n_tokens,))
+        print("Writing", out_path)
+        np.savez_compressed(out_path, *_split(tokens, bounds))
+        del tokens
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def encode_csv(csv_path, out_path="csv_encoded.txt", header=True, start_token=START_TOKEN,
+               end_token=END_TOKEN):
+    """Write a single-column CSV as text, each row wrapped in ``start_token`` ... ``end_token``
+    (gpt-2-simple's ``encode_csv``; the output is a dataset for ``finetune``).
+
+        >>> import os, tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> _ = open(os.path.join(d, "t.csv"), "w").write("text\\nhello\\n\\"a, b\\"\\n")
+        >>> encode_csv(os.path.join(d, "t.csv"), os.path.join(d, "t.txt"))
+        >>> print(open(os.path.join(d, "t.txt")).read(), end="")
+        <|startoftext|>hello<|endoftext|>
+        <|startoftext|>a, b<|endoftext|>
+    """
+    if not os.path.isfile(csv_path):
+        raise DatasetError(f"No such CSV file: {csv_path!r}.")
+    tmp = out_path + ".tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8", errors="ignore") as w:
+            for row in _csv_rows(csv_path, start_token, end_token, header):
+                w.write(row)
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
