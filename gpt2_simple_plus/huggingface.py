@@ -1,0 +1,467 @@
+"""GPT-2 models from Hugging Face, converted once into OpenAI's layout.
+
+:func:`~gpt2_simple_plus.download.download_gpt2` calls :func:`download_repo`
+for ``"distilgpt2"``, ``"hf:<org>/<repo>"`` and ``source="huggingface"``. It
+fetches ``config.json``, ``model.safetensors`` (or
+``model.safetensors.index.json`` and its shards), ``vocab.json`` and
+``merges.txt`` from ``{endpoint}/{repo}/resolve/{revision}/{file}`` into
+``models/<name>/hf/`` with the same resume, retry and verification as OpenAI's
+files, then writes ``hparams.json``, ``encoder.json``, ``vocab.bpe``,
+``model.ckpt.*`` and ``checkpoint`` into ``models/<name>/``. The ``hf/``
+folder is deleted once the conversion is written; the manifest
+``.download.json`` records the converted files (and the repository, revision
+and endpoint they came from), so a second call neither downloads nor converts.
+
+Hugging Face's tensor names map one to one onto OpenAI's; its ``Conv1D``
+weights are already ``[in, out]`` and only gain OpenAI's leading axis of 1:
+
+    >>> openai_name("transformer.h.3.attn.c_attn.weight")
+    'model/h3/attn/c_attn/w'
+    >>> openai_name("ln_f.bias")
+    'model/ln_f/b'
+    >>> openai_name("h.0.attn.bias") is None  # the causal-mask buffer is skipped
+    True
+"""
+
+import json
+import os
+import re
+import shutil
+import struct
+from urllib.parse import quote
+
+import numpy as np
+
+from .download import CONVERTED_FILES, Fetcher, _Invalid, check_json, check_not_html, check_text
+from .errors import DownloadError, ModelNotFoundError
+from .hparams import HParams, canonical_model_name
+
+HF_ENDPOINT = "https://huggingface.co"
+HF_ENDPOINT_ENV = "HF_ENDPOINT"
+HF_FOLDER = "hf"  # raw Hugging Face files while downloading, inside the model folder
+# Models that exist only on Hugging Face, by the short name people use (also their folder).
+HF_MODELS = {"distilgpt2": "distilbert/distilgpt2"}
+# OpenAI's four sizes as published on Hugging Face (used with source="huggingface").
+OPENAI_ON_HF = {
+    "124M": "openai-community/gpt2",
+    "355M": "openai-community/gpt2-medium",
+    "774M": "openai-community/gpt2-large",
+    "1558M": "openai-community/gpt2-xl",
+}
+# GELU variants that are GPT-2's tanh approximation (what model.gelu computes).
+TANH_GELUS = (None, "gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+")
+_LAYER = re.compile(r"h\.(\d+)\.(ln_1|ln_2|attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)"
+                    r"\.(weight|bias)")
+_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------------
+# Names
+
+def _check_repo_id(repo, model_name):
+    if not _REPO_ID.fullmatch(repo) or ".." in repo or "--" in repo:
+        raise ModelNotFoundError(
+            f"{model_name!r} does not name a Hugging Face repository: write 'hf:<org>/<repo>', "
+            f"e.g. 'hf:distilbert/distilgpt2'.")
+    return repo
+
+
+def repo_for(model_name, source=None):
+    """The Hugging Face repository for ``model_name``, or ``None`` for an OpenAI-layout model.
+
+        >>> repo_for("distilgpt2")
+        'distilbert/distilgpt2'
+        >>> repo_for("gpt2") is None  # plain "gpt2" is OpenAI's 124M
+        True
+        >>> repo_for("gpt2-medium", source="huggingface")
+        'openai-community/gpt2-medium'
+    """
+    if model_name.startswith("hf:"):
+        return _check_repo_id(model_name[3:], model_name)
+    if source == "openai":
+        return None
+    if model_name in HF_MODELS:
+        return HF_MODELS[model_name]
+    if source != "huggingface":
+        return None
+    name = canonical_model_name(model_name)
+    if name in OPENAI_ON_HF:
+        return OPENAI_ON_HF[name]
+    if "/" in model_name:
+        return _check_repo_id(model_name, model_name)
+    raise ModelNotFoundError(
+        f"No Hugging Face GPT-2 is called {model_name!r}. With source='huggingface' use "
+        f"{', '.join(['gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', *HF_MODELS])} or "
+        f"'<org>/<repo>'.")
+
+
+def folder_name_for_repo(repo):
+    """The model folder for a repository: its short name if it has one, else ``hf-<org>--<repo>``.
+
+        >>> folder_name_for_repo("openai-community/gpt2")
+        'hf-openai-community--gpt2'
+        >>> folder_name_for_repo("distilbert/distilgpt2")
+        'distilgpt2'
+    """
+    for short, known in HF_MODELS.items():
+        if known == repo:
+            return short
+    return "hf-" + repo.replace("/", "--")
+
+
+def hf_url(endpoint, repo, revision, filename):
+    """``{endpoint}/{repo}/resolve/{revision}/{filename}``.
+
+        >>> hf_url("https://huggingface.co", "distilbert/distilgpt2", "main", "config.json")
+        'https://huggingface.co/distilbert/distilgpt2/resolve/main/config.json'
+    """
+    return f"{endpoint.rstrip('/')}/{repo}/resolve/{quote(revision, safe='')}/{filename}"
+
+
+# ---------------------------------------------------------------------------
+# config.json -> hparams
+
+def hparams_from_config(config):
+    """:class:`HParams` from a Hugging Face GPT-2 ``config.json`` (a dict).
+
+    Raises :class:`~gpt2_simple_plus.errors.DownloadError` for another architecture or a GPT-2 variant whose
+    arithmetic differs from OpenAI's (another activation, LayerNorm epsilon,
+    attention scaling, cross-attention or MLP width).
+
+        >>> hparams_from_config({"model_type": "gpt2", "vocab_size": 10, "n_positions": 8,
+        ...                      "n_embd": 4, "n_head": 2, "n_layer": 1}).n_ctx
+        8
+    """
+    architectures = config.get("architectures") or []
+    if config.get("model_type") != "gpt2" and "GPT2LMHeadModel" not in architectures:
+        raise DownloadError(f"config.json says model_type {config.get('model_type')!r}, "
+                      f"architectures {architectures!r}, not GPT-2")
+    values = {"n_vocab": config.get("vocab_size"),
+              "n_ctx": config.get("n_positions", config.get("n_ctx")),
+              "n_embd": config.get("n_embd"), "n_head": config.get("n_head"),
+              "n_layer": config.get("n_layer")}
+    missing = [k for k, v in values.items() if v is None]
+    if missing:
+        raise DownloadError(f"config.json lacks {', '.join(missing)} (vocab_size, n_positions, n_embd, "
+                      f"n_head and n_layer are needed)")
+    try:
+        hparams = HParams(**values)
+    except ValueError as err:
+        raise DownloadError(str(err)) from None
+    differences = []
+    if config.get("activation_function") not in TANH_GELUS:
+        differences.append(f"activation_function {config['activation_function']!r}")
+    if abs(float(config.get("layer_norm_epsilon", 1e-5)) - 1e-5) > 1e-12:
+        differences.append(f"layer_norm_epsilon {config['layer_norm_epsilon']}")
+    if config.get("n_inner") not in (None, 4 * hparams.n_embd):
+        differences.append(f"n_inner {config['n_inner']}")
+    if config.get("scale_attn_weights") is False or config.get("scale_attn_by_inverse_layer_idx"):
+        differences.append("a different attention scaling")
+    if config.get("add_cross_attention"):
+        differences.append("cross-attention")
+    if differences:
+        raise DownloadError(f"it is a GPT-2 variant with {', '.join(differences)}, which OpenAI's "
+                      f"GPT-2 (and this package) does not compute")
+    return hparams
+
+
+# ---------------------------------------------------------------------------
+# safetensors -> OpenAI's checkpoint names
+
+def openai_name(hf_name):
+    """OpenAI's checkpoint name for a Hugging Face GPT-2 tensor, or ``None`` if it has none."""
+    name = hf_name[len("transformer."):] if hf_name.startswith("transformer.") else hf_name
+    if name in ("wte.weight", "wpe.weight"):
+        return "model/" + name.split(".")[0]
+    if name in ("ln_f.weight", "ln_f.bias"):
+        return "model/ln_f/" + ("g" if name.endswith("weight") else "b")
+    m = _LAYER.fullmatch(name)
+    if not m:
+        return None
+    layer, module, kind = m.groups()
+    if module.startswith("ln_"):
+        leaf = "g" if kind == "weight" else "b"
+    else:
+        leaf = "w" if kind == "weight" else "b"
+    return f"model/h{layer}/{module.replace('.', '/')}/{leaf}"
+
+
+def _is_skipped(hf_name):
+    name = hf_name[len("transformer."):] if hf_name.startswith("transformer.") else hf_name
+    return bool(_BUFFER.fullmatch(name))
+
+
+def read_safetensors(paths):
+    """``{Hugging Face name: float32 array}`` from safetensors files (mask buffers left out).
+
+    Uses the ``safetensors`` NumPy API; float16 and bfloat16 become float32.
+    """
+    from safetensors import safe_open
+
+    tensors = {}
+    for path in paths:
+        with safe_open(path, framework="np") as f:
+            for key in f.keys():
+                if _is_skipped(key):
+                    continue
+                if key in tensors:
+                    raise DownloadError(f"the tensor {key!r} appears in two weight files")
+                tensors[key] = np.asarray(f.get_tensor(key)).astype(np.float32, copy=False)
+    return tensors
+
+
+def hf_weights_to_openai(tensors, hparams):
+    """Map ``{Hugging Face name: array}`` onto OpenAI's ``{name: array}`` for ``hparams``.
+
+    Accepts names with or without the ``transformer.`` prefix; ignores the
+    ``attn.bias``/``attn.masked_bias`` buffers; ``lm_head.weight``, if present,
+    must equal ``wte`` (GPT-2's head is tied to it). Conv1D weights
+    ``[in, out]`` become ``[1, in, out]``.
+
+        >>> from gpt2_simple_plus.hparams import hparams_for
+        >>> hp = hparams_for("tiny", n_vocab=10)
+        >>> hf_weights_to_openai({"transformer.wte.weight": np.zeros((10, 32))}, hp)
+        Traceback (most recent call last):
+        ...
+        gpt2_simple_plus.errors.DownloadError: the weights lack 27 tensor(s) GPT-2 needs, first 'model/wpe'
+    """
+    from .model import variable_shapes
+
+    shapes = variable_shapes(hparams)
+    weights, head, unknown = {}, None, []
+    for hf_name, value in tensors.items():
+        if _is_skipped(hf_name):
+            continue
+        if hf_name in ("lm_head.weight", "transformer.lm_head.weight"):
+            head = value
+            continue
+        name = openai_name(hf_name)
+        if name is None or name not in shapes:
+            unknown.append(hf_name)
+            continue
+        if name in weights:
+            raise DownloadError(f"two tensors map to {name!r} (with and without 'transformer.')")
+        value = np.asarray(value, np.float32)
+        if value.size != int(np.prod(shapes[name])) or value.shape[-1] != shapes[name][-1]:
+            raise DownloadError(f"{hf_name!r} has shape {tuple(value.shape)}, but config.json asks "
+                          f"for {shapes[name][-len(value.shape):]}")
+        weights[name] = value.reshape(shapes[name])
+    if unknown:
+        raise DownloadError(f"the weights hold tensors GPT-2 does not have, first {unknown[0]!r}")
+    missing = [n for n in shapes if n not in weights]
+    if missing:
+        raise DownloadError(f"the weights lack {len(missing)} tensor(s) GPT-2 needs, first "
+                      f"{missing[0]!r}")
+    if head is not None and not np.array_equal(np.asarray(head, np.float32), weights["model/wte"]):
+        raise DownloadError("lm_head.weight differs from wte.weight: the output head is not tied to "
+                      "the embeddings, which GPT-2 requires")
+    return weights
+
+
+def check_safetensors(path):
+    """A safetensors file whose size matches its header (so it is neither truncated nor padded)."""
+    check_not_html(path, text=False)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise _Invalid("the file is too short to be safetensors")
+        (n,) = struct.unpack("<Q", raw)
+        if n > min(_MAX_HEADER, size - 8):
+            raise _Invalid("the file does not start with a safetensors header")
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError):
+            raise _Invalid("the safetensors header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise _Invalid("the safetensors header is not a JSON object")
+    try:
+        end = max([int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"],
+                  default=0)
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise _Invalid("the safetensors header lacks data_offsets") from None
+    if size != 8 + n + end:
+        raise _Invalid(f"the file has {size} bytes but its header describes {8 + n + end}")
+
+
+def _check_config(path):
+    check_json(path)
+
+
+# ---------------------------------------------------------------------------
+# Conversion
+
+def _write_atomic(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def convert_vocab(hf_dir, model_dir, n_vocab):
+    """``vocab.json`` -> ``encoder.json`` and ``merges.txt`` -> ``vocab.bpe`` (same formats;
+    a ``#version: 0.2`` header is added when absent, as OpenAI's reader skips line one)."""
+    with open(os.path.join(hf_dir, "vocab.json"), encoding="utf-8") as f:
+        vocab = json.load(f)
+    ids = [v for v in vocab.values() if isinstance(v, int)]
+    if len(ids) != len(vocab) or (ids and (min(ids) < 0 or max(ids) >= n_vocab)):
+        raise DownloadError(f"vocab.json should map tokens to ids below vocab_size ({n_vocab})")
+    with open(os.path.join(hf_dir, "merges.txt"), encoding="utf-8") as f:
+        merges = f.read()
+    if not merges.startswith("#version"):
+        merges = "#version: 0.2\n" + merges
+    if not merges.endswith("\n"):
+        merges += "\n"
+    _write_atomic(os.path.join(model_dir, "encoder.json"),
+                  json.dumps(vocab, ensure_ascii=False).encode("utf-8"))
+    _write_atomic(os.path.join(model_dir, "vocab.bpe"), merges.encode("utf-8"))
+
+
+def convert_to_openai_layout(hf_dir, model_dir, weight_files=None):
+    """Convert a Hugging Face GPT-2 folder (``config.json``, safetensors, ``vocab.json``,
+    ``merges.txt``) into OpenAI's layout in ``model_dir``; returns its :class:`HParams`.
+
+    ``weight_files`` defaults to ``model.safetensors`` or the shards listed in
+    ``model.safetensors.index.json``. Raises :class:`~gpt2_simple_plus.errors.DownloadError` when the files do
+    not describe a GPT-2.
+    """
+    from .checkpoints import save_pretrained_layout
+
+    with open(os.path.join(hf_dir, "config.json"), encoding="utf-8") as f:
+        hparams = hparams_from_config(json.load(f))
+    if weight_files is None:
+        weight_files = _local_weight_files(hf_dir)
+    weights = hf_weights_to_openai(read_safetensors(weight_files), hparams)
+    os.makedirs(model_dir, exist_ok=True)
+    convert_vocab(hf_dir, model_dir, hparams.n_vocab)
+    save_pretrained_layout(model_dir, weights, hparams)
+    return hparams
+
+
+def _local_weight_files(hf_dir):
+    single = os.path.join(hf_dir, "model.safetensors")
+    if os.path.isfile(single):
+        return [single]
+    with open(os.path.join(hf_dir, "model.safetensors.index.json"), encoding="utf-8") as f:
+        shards = _shard_names(json.load(f))
+    return [os.path.join(hf_dir, s) for s in shards]
+
+
+def _shard_names(index):
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise _Invalid("model.safetensors.index.json has no weight_map")
+    shards = sorted(set(weight_map.values()))
+    for shard in shards:
+        if not isinstance(shard, str) or "/" in shard or "\\" in shard or shard.startswith("."):
+            raise _Invalid(f"model.safetensors.index.json names an odd shard {shard!r}")
+    return shards
+
+
+# ---------------------------------------------------------------------------
+# Download
+
+def _fetch_weights(fetcher, url):
+    """Fetch ``model.safetensors``, or the index and its shards when there is no single file."""
+    index_rel = f"{HF_FOLDER}/model.safetensors.index.json"
+    if not fetcher.is_recorded(index_rel):
+        try:
+            return [fetcher.fetch(url("model.safetensors"), f"{HF_FOLDER}/model.safetensors",
+                                  check_safetensors)]
+        except DownloadError as err:
+            if err.status != 404:
+                raise
+    try:
+        index_path = fetcher.fetch(url("model.safetensors.index.json"), index_rel, check_json)
+    except DownloadError as err:
+        if err.status != 404:
+            raise
+        raise fetcher.error(
+            "the repository has no safetensors weights (neither model.safetensors nor "
+            "model.safetensors.index.json); only safetensors can be converted. Choose a "
+            "repository that has them, or save the model with safetensors first",
+            url("model.safetensors"), 404) from None
+    with open(index_path, encoding="utf-8") as f:
+        try:
+            shards = _shard_names(json.load(f))
+        except _Invalid as why:
+            fetcher.forget(index_rel)
+            raise fetcher.error(str(why), url("model.safetensors.index.json")) from None
+    return [fetcher.fetch(url(s), f"{HF_FOLDER}/{s}", check_safetensors) for s in shards]
+
+
+def _advice(model_dir, name, repo, endpoint):
+    folder = os.path.join(model_dir, name)
+    return (f"Check your internet connection and that the repository {repo} exists and is public "
+            f"({endpoint}/{repo}), then call download_gpt2 again (it resumes where it stopped). "
+            f"To use a mirror, set the environment variable {HF_ENDPOINT_ENV} (or pass "
+            f"hf_endpoint=...); or place a converted model by hand in {folder}/ "
+            f"({', '.join(CONVERTED_FILES)}).")
+
+
+def download_repo(model_dir, folder_name, repo, *, endpoint=None, revision="main", timeout=30.0,
+                  retries=5, backoff=1.0, progress=True):
+    """Fetch a Hugging Face GPT-2 and convert it into ``model_dir/folder_name``; returns the folder.
+
+    Called by :func:`~gpt2_simple_plus.download.download_gpt2`, which documents
+    the arguments.
+    """
+    endpoint = (endpoint or os.environ.get(HF_ENDPOINT_ENV) or HF_ENDPOINT).rstrip("/")
+    folder = os.path.join(model_dir, folder_name)
+    hf_dir = os.path.join(folder, HF_FOLDER)
+    created = not os.path.isdir(folder)
+    label = f"model {folder_name!r} (Hugging Face repository {repo})"
+    try:
+        os.makedirs(hf_dir, exist_ok=True)
+    except OSError as err:
+        raise DownloadError(f"Could not create {hf_dir} for {label}: {err}. Choose a writable "
+                            f"model_dir.") from None
+    fetcher = Fetcher(folder, label=label, advice=_advice(model_dir, folder_name, repo, endpoint),
+                      timeout=timeout, retries=retries, backoff=backoff, progress=progress,
+                      manifest_info={"source": "huggingface", "model": folder_name, "repo": repo,
+                                     "revision": revision, "endpoint": endpoint})
+
+    def url(filename):
+        return hf_url(endpoint, repo, revision, filename)
+
+    try:
+        config_path = fetcher.fetch(url("config.json"), f"{HF_FOLDER}/config.json", _check_config)
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+        try:
+            hparams_from_config(config)
+        except DownloadError as why:
+            fetcher.close()
+            if created:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise DownloadError(
+                f"The Hugging Face repository {repo} ({url('config.json')}) is not a GPT-2 this "
+                f"package can load: {why}. Choose a repository whose config.json has model_type "
+                f"'gpt2' (architectures GPT2LMHeadModel), e.g. model_name='distilgpt2' or "
+                f"'hf:openai-community/gpt2'.") from None
+        weight_files = _fetch_weights(fetcher, url)
+        fetcher.fetch(url("vocab.json"), f"{HF_FOLDER}/vocab.json", check_json)
+        fetcher.fetch(url("merges.txt"), f"{HF_FOLDER}/merges.txt", check_text)
+        if progress:
+            print(f"Converting {repo} into OpenAI's layout in {folder} ...")
+        try:
+            convert_to_openai_layout(hf_dir, folder, weight_files)
+        except DownloadError as why:
+            raise DownloadError(
+                f"Could not convert {label}: {why}. The repository at {url('')} does not hold a "
+                f"standard GPT-2; choose another repository.") from None
+        except OSError as err:
+            raise fetcher.disk_error(err, folder, url("model.safetensors")) from None
+        fetcher.manifest["files"] = {
+            name: {"size": os.path.getsize(os.path.join(folder, name)), "etag": None}
+            for name in CONVERTED_FILES}
+        fetcher.manifest["partial"] = {}
+        fetcher.save_manifest()
+    finally:
+        fetcher.close()
+    shutil.rmtree(hf_dir, ignore_errors=True)
+    return folder
+
