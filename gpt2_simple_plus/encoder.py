@@ -591,16 +591,17 @@ def _example_folder():
     """A tiny vocabulary in a temporary folder, for the examples in this module."""
     import tempfile
 
-    folder = os.path.join(tempfile.gettempdir(), "gpt2_simple_plus_example_vocab")
+    encoder = {c: i for i, c in enumerate(bytes_to_unicode().values())}
+    merges = [("t", "h"), ("th", "e"), ("Ġ", "h"), ("Ġh", "a"), ("Ġha", "t")]
+    for first, second in merges:
+        encoder[first + second] = len(encoder)
+    encoder[ENDOFTEXT] = len(encoder)
+    files = {"encoder.json": json.dumps(encoder, ensure_ascii=False),
+             "vocab.bpe": "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)}
+    version = hashlib.sha256(json.dumps(files).encode("utf-8")).hexdigest()[:12]
+    folder = os.path.join(tempfile.gettempdir(), f"gpt2_simple_plus_example_vocab_{version}")
     if not os.path.isfile(os.path.join(folder, "vocab.bpe")):
         os.makedirs(folder, exist_ok=True)
-        encoder = {c: i for i, c in enumerate(bytes_to_unicode().values())}
-        merges = [("t", "h"), ("th", "e"), ("Ġ", "h"), ("Ġh", "a"), ("Ġha", "t")]
-        for first, second in merges:
-            encoder[first + second] = len(encoder)
-        encoder[ENDOFTEXT] = len(encoder)
-        files = {"encoder.json": json.dumps(encoder, ensure_ascii=False),
-                 "vocab.bpe": "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)}
         for name, content in files.items():  # atomically: other processes may be reading
             tmp = os.path.join(folder, f"{name}.{os.getpid()}.tmp")
             with open(tmp, "w", encoding="utf-8") as f:
