@@ -245,6 +245,18 @@ def test_streaming_equals_whole_encode(real, real_python, text, cuts, chunk_char
         assert joined == enc.encode(text, allowed_special=allowed)
 
 
+@HYPOTHESIS
+@given(text=stream_texts, cuts=st.lists(st.integers(0, 80), max_size=6),
+       chunk_chars=st.integers(1, 12))
+def test_streaming_equals_whole_encode_without_shared_vocab(text, cuts, chunk_chars):
+    folder = encoder_module._example_folder()
+    for enc in (get_encoder(folder), get_encoder(folder, backend="python")):
+        arrays = list(enc.encode_iter(split_randomly(text, cuts), chunk_chars=chunk_chars,
+                                      allowed_special="all"))
+        joined = np.concatenate(arrays).tolist() if arrays else []
+        assert joined == enc.encode(text, allowed_special="all")
+
+
 @pytest.mark.parametrize("text", [
     "a" * 5000,                                    # one enormous word: kept whole
     "\n" * 3000 + "x" + " " * 3000,                # whitespace only
