@@ -508,18 +508,18 @@ def _inside(path, prefix):
     return path == prefix or path.startswith(prefix + "/")
 
 
-def _checked_members(tar, archive, prefix):
+def _checked_members(tar, archive, prefix, size=None):
     """The members of ``tar`` to extract, renamed to clean paths; raises on anything unsafe.
 
     Rules: no absolute paths, no ``..``, only files, folders and links; every
     path inside ``prefix`` (folders above it are skipped); no member reached
     through a symbolic link; links resolve inside ``prefix``; a hard link
-    names a regular file of the archive.
+    names a regular file of the archive; with the archive's ``size`` (uncompressed
+    archives), no file's data runs past its end.
     """
     members, symlinks, files = [], set(), set()
-    size = os.path.getsize(archive)
     for member in tar:
-        if member.isreg() and member.offset_data + member.size > size:
+        if size is not None and member.isreg() and member.offset_data + member.size > size:
             raise CheckpointError(
                 f"{archive} is truncated: {member.name!r} needs {member.size} bytes but the file "
                 f"ends first. Nothing was written. The archive was not copied to the Drive "
@@ -580,8 +580,10 @@ def _extract_run(archive, prefix, run_dir):
     """Extract the ``prefix/`` folder of ``archive`` into ``run_dir``, checking every member."""
     parent = os.path.dirname(os.path.abspath(run_dir))
     try:
-        with tarfile.open(archive, "r") as tar:
-            members = _checked_members(tar, archive, prefix)
+        with open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tar:
+            # Data offsets can be checked against the file's size unless it is compressed.
+            size = os.fstat(raw.fileno()).st_size if tar.fileobj is raw else None
+            members = _checked_members(tar, archive, prefix, size)
             if not members:
                 raise CheckpointError(f"{archive} holds no files of the run {prefix!r}.")
             os.makedirs(parent, exist_ok=True)

@@ -360,6 +360,31 @@ def test_damaged_archive(drive):
     assert not os.path.exists("checkpoint/run1")
 
 
+def test_compressed_archive_under_the_tar_name_restores(drive):
+    make_run("checkpoint/run1")
+    with tarfile.open(drive / "checkpoint_run1.tar", "w:gz") as tar:
+        tar.add("checkpoint/run1")
+    data = (drive / "checkpoint_run1.tar").read_bytes()
+    os.rename("checkpoint", "old")
+    gpt2.copy_checkpoint_from_gdrive("run1")
+    assert read_tree("checkpoint/run1") == RUN_FILES
+    os.rename("checkpoint", "old2")
+    (drive / "checkpoint_run1.tar").write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match="damaged or was not copied"):
+        gpt2.copy_checkpoint_from_gdrive("run1")
+    assert not os.path.exists("checkpoint/run1")
+
+
+def test_absolute_drive_folder_is_used_as_it_is(drive, tmp_path):
+    shared = tmp_path / "drive" / "Shareddrives" / "Team"
+    make_run("checkpoint/run1")
+    path = gpt2.copy_checkpoint_to_gdrive("run1", drive_folder=str(shared))
+    assert path == str(shared / "checkpoint_run1.tar")
+    os.rename("checkpoint", "old")
+    gpt2.copy_checkpoint_from_gdrive("run1", drive_folder=str(shared))
+    assert read_tree("checkpoint/run1") == RUN_FILES
+
+
 # --- single files ---------------------------------------------------------------------------
 
 
