@@ -1,0 +1,562 @@
+"""Fine-tune GPT-2 to sort texts into labels (sentiment, topic, stars ...).
+
+The design is Hugging Face's ``GPT2ForSequenceClassification``: GPT-2 reads
+the text, and a linear layer without bias (``score``, ``[n_embd, n_labels]``)
+turns the hidden state of the text's LAST token into one logit per label.
+GPT-2 reads left to right, so the last token is the only one that has seen
+the whole text. Texts in a batch are padded on the right with
+``<|endoftext|>`` and each row is read at its own last real token
+(``length - 1``), so padding changes nothing.
+
+    import gpt2_simple_plus as gpt2
+    sess = gpt2.start_tf_sess()
+    gpt2.finetune_classifier(sess, "reviews.csv", text_column="text", label_column="stars",
+                             model_name="124M", steps=500)
+    gpt2.classify(sess, ["Great food, friendly staff!", "Cold fries. Never again."])
+    # [{'label': 5, 'probabilities': {1: 0.01, ...}}, {'label': 1, ...}]
+
+A run folder looks like ``finetune``'s, so the body stays a GPT-2 that
+``load_gpt2`` (and gpt-2-simple) can load::
+
+    checkpoint/classifier/
+        model-500.index, model-500.data-...   GPT-2's weights, as finetune writes them
+        train_state-500.index, .data-...      the head: classifier/score [n_embd, n_labels]
+                                              and classifier/max_length
+        labels.json                           the labels, in the head's column order
+        checkpoint, counter, hparams.json, encoder.json, vocab.bpe
+
+``load_classifier`` restores a run; ``classify`` uses the session's classifier.
+"""
+
+import csv
+import json
+import os
+import re
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from .checkpoints import (find_checkpoint, latest_checkpoint, load_model, read_counter,
+                          read_train_state, save_checkpoint, step_of)
+from .encoder import get_encoder
+from .errors import CheckpointError, DatasetError, ModelNotFoundError, TrainingError
+from .optimizers import make_optimizer
+from .teaching import length_bucket
+
+LABELS_FILE = "labels.json"
+HEAD = "classifier/score"
+MAX_LENGTH = "classifier/max_length"
+STATE_KEY = "classifier"  # where the session keeps its classifier (in sess.compiled)
+
+
+class Classifier:
+    """What a session holds after :func:`finetune_classifier` or :func:`load_classifier`:
+    the head variable, the labels (in the head's column order), the longest text
+    read (``max_length`` tokens) and the run it came from."""
+
+    def __init__(self, head, labels, max_length, run_name=None, run_dir=None):
+        self.head = head
+        self.labels = list(labels)
+        self.max_length = int(max_length)
+        self.run_name = run_name
+        self.run_dir = run_dir
+        self.logits_fn = None
+
+    def __repr__(self):
+        return (f"<Classifier {self.run_name!r}: {len(self.labels)} labels, "
+                f"max_length {self.max_length}>")
+
+
+def classifier_logits(model, head, tokens, lengths):
+    """One logit per label for each right-padded row: ``h[length - 1] · score``."""
+    h, _ = model.forward(tokens)
+    last = tf.gather(h, lengths - 1, batch_dims=1)  # [batch, n_embd]
+    return tf.matmul(tf.cast(last, tf.float32), head)
+
+
+# ---------------------------------------------------------------------------
+# Reading labelled data.
+
+def read_labelled(dataset, text_column="text", label_column="label"):
+    """``(texts, labels)`` from a CSV / JSON-lines file, a ``(texts, labels)`` pair,
+    a list of dicts or a dict of columns.
+
+    In a CSV every value is text, so a label column of whole numbers only
+    (``0``, ``1``, ``5`` ...) is read as ``int``; JSON keeps its types.
+
+        >>> read_labelled((["good", "bad"], ["pos", "neg"]))
+        (['good', 'bad'], ['pos', 'neg'])
+        >>> read_labelled([{"review": "meh", "stars": 3}], "review", "stars")
+        (['meh'], [3])
+    """
+    if isinstance(dataset, (str, os.PathLike)):
+        texts, labels = _read_file(os.fspath(dataset), text_column, label_column)
+        source = os.fspath(dataset)
+    elif isinstance(dataset, dict):
+        missing = [c for c in (text_column, label_column) if c not in dataset]
+        if missing:
+            raise DatasetError(f"The dataset has no column {missing[0]!r}; its columns are "
+                               f"{_names(dataset)}. Pass text_column=... and label_column=....")
+        texts, labels = list(dataset[text_column]), list(dataset[label_column])
+        source = "the dataset"
+    elif isinstance(dataset, (list, tuple)) and dataset and all(
+            isinstance(r, dict) for r in dataset):
+        texts, labels = [], []
+        for n, row in enumerate(dataset):
+            missing = [c for c in (text_column, label_column) if c not in row]
+            if missing:
+                raise DatasetError(f"Row {n} of the dataset has no {missing[0]!r}; its keys are "
+                                   f"{_names(row)}. Pass text_column=... and label_column=....")
+            texts.append(row[text_column])
+            labels.append(row[label_column])
+        source = "the dataset"
+    elif isinstance(dataset, (list, tuple)) and len(dataset) == 2 and all(
+            isinstance(c, (list, tuple, np.ndarray)) for c in dataset):
+        texts, labels = list(dataset[0]), list(dataset[1])
+        if len(texts) != len(labels):
+            raise DatasetError(f"The dataset has {len(texts)} texts but {len(labels)} labels; "
+                               f"pass (texts, labels) of the same length.")
+        source = "the dataset"
+    else:
+        raise DatasetError(
+            "The dataset should be a CSV or JSON-lines file, a (texts, labels) pair of lists, "
+            f"a list of dicts or a dict of columns; got {type(dataset).__name__}.")
+    if not texts:
+        raise DatasetError(f"{source} has no rows. A classifier needs labelled examples.")
+    for n, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise DatasetError(f"Text {n} in {source} is {type(text).__name__} {text!r:.40}, "
+                               f"not a string.")
+    return texts, _check_labels([_plain(x) for x in labels], source)
+
+
+def _plain(label):
+    return label.item() if isinstance(label, np.generic) else label
+
+
+def _names(mapping):
+    return ", ".join(repr(k) for k in mapping) or "none"
+
+
+def _check_labels(labels, source):
+    for n, label in enumerate(labels):
+        if isinstance(label, bool) or not isinstance(label, (int, str)) or label == "":
+            raise DatasetError(f"Label {n} in {source} is {label!r}: labels must be strings or "
+                               f"whole numbers, and none may be empty.")
+    if len({type(x) for x in labels}) > 1:
+        raise DatasetError(f"{source} mixes string and number labels; make them all one kind.")
+    return labels
+
+
+def _read_file(path, text_column, label_column):
+    if not os.path.isfile(path):
+        raise DatasetError(f"The dataset file {path!r} does not exist.")
+    ext = os.path.splitext(path)[1].lower()
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        head = f.read(1)
+    if ext in (".jsonl", ".json", ".ndjson") or (ext not in (".csv", ".tsv") and head in "{["):
+        return _read_json(path, text_column, label_column)
+    return _read_csv(path, text_column, label_column, "\t" if ext == ".tsv" else ",")
+
+
+def _read_csv(path, text_column, label_column, delimiter):
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # reviews may be long
+    texts, labels = [], []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        columns = reader.fieldnames or []
+        for column in (text_column, label_column):
+            if column not in columns:
+                raise DatasetError(
+                    f"{path} has no column {column!r}; its columns are "
+                    f"{', '.join(repr(c) for c in columns) or 'none (the file is empty)'}. "
+                    f"Pass text_column=... and label_column=... to choose.")
+        for row in reader:
+            text, label = row[text_column], row[label_column]
+            if label is None or label.strip() == "":
+                raise DatasetError(f"{path}, line {reader.line_num}: the {label_column!r} "
+                                   f"column is empty. Every row needs a label.")
+            texts.append(text or "")
+            labels.append(label.strip())
+    if labels and all(re.fullmatch(r"[+-]?\d+", x) for x in labels):
+        labels = [int(x) for x in labels]
+    return texts, labels
+
+
+def _read_json(path, text_column, label_column):
+    with open(path, encoding="utf-8-sig") as f:
+        content = f.read()
+    try:
+        if content.lstrip().startswith("["):
+            rows = json.loads(content)
+            numbered = list(enumerate(rows, start=1))
+            where = "item"
+        else:
+            numbered = [(n, json.loads(line)) for n, line in enumerate(content.splitlines(), 1)
+                        if line.strip()]
+            where = "line"
+    except ValueError as err:
+        raise DatasetError(f"{path} is not valid JSON lines ({err}). Each line should be an "
+                           f"object like {{\"{text_column}\": \"...\", \"{label_column}\": ...}}."
+                           ) from None
+    texts, labels = [], []
+    for n, row in numbered:
+        if not isinstance(row, dict):
+            raise DatasetError(f"{path}, {where} {n}: expected a JSON object, got "
+                               f"{type(row).__name__}.")
+        for column in (text_column, label_column):
+            if column not in row:
+                raise DatasetError(
+                    f"{path}, {where} {n} has no {column!r}; its keys are {_names(row)}. "
+                    f"Pass text_column=... and label_column=... to choose.")
+        texts.append(row[text_column])
+        labels.append(row[label_column])
+    return texts, labels
+
+
+def split_validation(n, val_fraction, seed):
+    """Indices ``(train, validation)``: a random ``val_fraction`` of ``n`` rows held out."""
+    if not 0 <= val_fraction < 1:
+        raise TrainingError(f"val_fraction must be at least 0 and below 1, got {val_fraction}.")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = 0 if val_fraction == 0 or n < 2 else min(n - 1, max(1, round(val_fraction * n)))
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def _sorted_labels(labels):
+    return sorted(set(labels))
+
+
+# ---------------------------------------------------------------------------
+# Batches.
+
+def _encode(encoder, texts, max_length):
+    """Token ids of each text, cut to ``max_length``; an empty text is ``<|endoftext|>``."""
+    return [encoder.encode(t)[:max_length] or [encoder.eot_token] for t in texts]
+
+
+def _pad(rows, height, width, pad_id):
+    """Right-pad ``rows`` into ``[height, width]`` token ids and their ``lengths``."""
+    tokens = np.full((height, width), pad_id, np.int32)
+    lengths = np.ones((height,), np.int32)
+    for r, ids in enumerate(rows):
+        tokens[r, :len(ids)] = ids
+        lengths[r] = len(ids)
+    return tokens, lengths
+
+
+def _batches(rows, batch_size, max_length, pad_id):
+    """Fixed-size, right-padded batches of ``rows`` in order: ``(tokens, lengths, count)``.
+    Heights are powers of two up to ``batch_size``; widths are bucketed lengths."""
+    for at in range(0, len(rows), batch_size):
+        chunk = rows[at:at + batch_size]
+        height = min(length_bucket(len(chunk), batch_size, smallest=1), batch_size)
+        width = length_bucket(max(len(r) for r in chunk), max_length)
+        tokens, lengths = _pad(chunk, height, width, pad_id)
+        yield tokens, lengths, len(chunk)
+
+
+def _predict(sess, clf, rows, batch_size):
+    """Probabilities ``[len(rows), n_labels]`` for encoded rows."""
+    if clf.logits_fn is None:
+        model, head = sess.model, clf.head
+        clf.logits_fn = tf.function(lambda tokens, lengths: tf.nn.softmax(
+            classifier_logits(model, head, tokens, lengths)))
+    out = []
+    for tokens, lengths, count in _batches(rows, batch_size, clf.max_length,
+                                           sess.encoder.eot_token):
+        out.append(clf.logits_fn(tokens, lengths).numpy()[:count])
+    return np.concatenate(out) if out else np.zeros((0, len(clf.labels)), np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Training.
+
+def finetune_classifier(sess, dataset, text_column="text", label_column="label",
+                        model_name="124M", model_dir="models", run_name="classifier",
+                        checkpoint_dir="checkpoint", steps=200, batch_size=8,
+                        learning_rate=5e-5, max_length=128, val_fraction=0.1, val_dataset=None,
+                        eval_every=50, seed=0, labels=None, restore_from="fresh",
+                        optimizer="adamw", print_every=10, save_every=None, max_checkpoints=1):
+    """Fine-tune GPT-2 with a classification head on labelled texts; returns the last evaluation.
+
+    ``dataset`` is a CSV or JSON-lines file with a ``text_column`` and a
+    ``label_column``, a ``(texts, labels)`` pair of lists, a list of dicts or a
+    dict of columns. Labels are strings or whole numbers and keep their type.
+    A random ``val_fraction`` of the rows is held out for validation (or pass
+    ``val_dataset``); every ``eval_every`` steps and at the end a line
+    ``[step | secs] loss=… val_loss=… val_acc=…`` is printed, with training
+    lines ``[step | secs] loss=… avg=…`` every ``print_every`` steps.
+
+    Training starts from ``model_dir/model_name`` (``restore_from="fresh"``) or
+    continues the run's latest checkpoint (``restore_from="latest"``, which
+    needs the same labels). Texts are cut to their first ``max_length``
+    tokens. The run is saved in ``checkpoint_dir/run_name`` at the end (and
+    every ``save_every`` steps), and the session keeps the trained classifier
+    for :func:`classify`. ``labels`` fixes the labels and their order
+    (default: sorted). ``optimizer`` is ``"adamw"``, ``"adam"`` or ``"sgd"``.
+
+    Returns ``{"step", "loss", "val_loss", "val_accuracy", "labels", "history"}``
+    (``history``: one dict per evaluation).
+
+        >>> import tempfile
+        >>> import gpt2_simple_plus as gpt2
+        >>> folder = _example_model_dir()            # normally models/124M
+        >>> sess = gpt2.start_tf_sess()
+        >>> texts = ["the hat is red", "a red hat", "the hat is blue", "a blue hat"] * 4
+        >>> labels = ["red", "red", "blue", "blue"] * 4
+        >>> result = finetune_classifier(sess, (texts, labels), model_name="tiny",
+        ...     model_dir=os.path.dirname(folder), checkpoint_dir=tempfile.mkdtemp(),
+        ...     steps=2, batch_size=4, print_every=0)       # doctest: +ELLIPSIS
+        [2 | ...] loss=... val_loss=... val_acc=...
+        >>> result["labels"]
+        ['blue', 'red']
+    """
+    if restore_from not in ("fresh", "latest"):
+        raise TrainingError(f"restore_from must be 'fresh' or 'latest', got {restore_from!r}.")
+    if steps < 1 or batch_size < 1:
+        raise TrainingError(f"steps and batch_size must be at least 1, got {steps} and "
+                            f"{batch_size}.")
+    texts, targets = read_labelled(dataset, text_column, label_column)
+    if val_dataset is not None:
+        val_texts, val_targets = read_labelled(val_dataset, text_column, label_column)
+        train_texts, train_targets = texts, targets
+    else:
+        train, val = split_validation(len(texts), val_fraction, seed)
+        train_texts, train_targets = [texts[i] for i in train], [targets[i] for i in train]
+        val_texts, val_targets = [texts[i] for i in val], [targets[i] for i in val]
+
+    run_dir = os.path.join(checkpoint_dir, run_name)
+    resume = restore_from == "latest" and latest_checkpoint(run_dir) is not None
+    if resume:
+        clf = load_classifier(sess, run_name, checkpoint_dir)
+        if labels is not None and list(labels) != clf.labels:
+            raise TrainingError(f"The run {run_dir} was trained with labels {clf.labels}, not "
+                                f"{list(labels)}. Use restore_from='fresh' or another run_name.")
+        labels = clf.labels
+        source = run_dir
+        counter = read_counter(run_dir)
+        model, encoder = sess.model, sess.encoder
+    else:
+        labels = _sorted_labels(train_targets + val_targets) if labels is None else list(labels)
+        source = os.path.join(model_dir, model_name)
+        model = load_model(source)
+        encoder = get_encoder(source)
+        counter = 0
+    unknown = sorted({repr(x) for x in train_targets + val_targets if x not in labels})
+    if unknown:
+        raise DatasetError(f"Label(s) {', '.join(unknown)} are not among the classifier's "
+                           f"labels {labels}.")
+    if len(labels) < 2:
+        raise DatasetError(f"A classifier needs at least two labels; the data has only "
+                           f"{labels}.")
+    max_length = min(int(max_length), model.hparams.n_ctx)
+    index = {label: i for i, label in enumerate(labels)}
+    train_rows = _encode(encoder, train_texts, max_length)
+    val_rows = _encode(encoder, val_texts, max_length)
+    train_y = np.array([index[x] for x in train_targets], np.int32)
+    val_y = np.array([index[x] for x in val_targets], np.int32)
+
+    if not resume:
+        rng = np.random.default_rng(seed)
+        head = tf.Variable(rng.normal(0, 0.02, (model.hparams.n_embd, len(labels)))
+                           .astype(np.float32), name=HEAD)
+        clf = Classifier(head, labels, max_length, run_name, run_dir)
+        sess.set_model(model, encoder, source, None, run_name)
+    clf.max_length, clf.run_name, clf.run_dir = max_length, run_name, run_dir
+    sess.compiled[STATE_KEY] = clf
+    os.makedirs(run_dir, exist_ok=True)
+    _write_labels(run_dir, labels)
+
+    variables = {**model.weights, HEAD: clf.head}
+    opt = make_optimizer(optimizer, variables)
+    train_step = _train_step(model, clf.head, opt, list(variables.values()))
+    sess.compiled["classifier.train_step"] = train_step  # kept for inspection (trace counts)
+    pad_id = encoder.eot_token
+    rng = np.random.default_rng(None if seed is None else seed + 1)
+    epochs = []  # row numbers still to visit: one shuffled pass over the rows after another
+
+    def next_batch():
+        while len(epochs) < batch_size:
+            epochs.extend(rng.permutation(len(train_rows)).tolist())
+        picked = epochs[:batch_size]
+        del epochs[:batch_size]
+        rows = [train_rows[i] for i in picked]
+        width = length_bucket(max(len(r) for r in rows), max_length)
+        tokens, lengths = _pad(rows, batch_size, width, pad_id)
+        return tokens, lengths, train_y[picked]
+
+    def evaluate():
+        if not val_rows:
+            return float("nan"), float("nan")
+        probs = _predict(sess, clf, val_rows, max(batch_size, 32))
+        p = np.maximum(probs[np.arange(len(val_y)), val_y], 1e-12)
+        return float(-np.mean(np.log(p))), float(np.mean(probs.argmax(-1) == val_y))
+
+    def save(step):
+        save_checkpoint(run_dir, model.numpy_weights(), step, hparams=model.hparams,
+                        max_checkpoints=max_checkpoints, model_files_from=source,
+                        train_state={HEAD: clf.head.numpy(),
+                                     MAX_LENGTH: np.array(max_length, np.int32)})
+        sess.checkpoint = os.path.join(run_dir, f"model-{step}")
+
+    lr = tf.constant(learning_rate, tf.float32)
+    start = time.time()
+    history, losses, loss = [], [], float("nan")
+    for step in range(counter + 1, counter + steps + 1):
+        tokens, lengths, y = next_batch()
+        loss = float(train_step(tokens, lengths, y, lr))
+        if not np.isfinite(loss):
+            raise TrainingError(f"The loss became {loss} at step {step}: the learning rate "
+                                f"({learning_rate}) is too high. Try a tenth of it.")
+        losses.append(loss)
+        last = step == counter + steps
+        if eval_every and (step - counter) % eval_every == 0 or last:
+            val_loss, val_acc = evaluate()
+            history.append({"step": step, "loss": loss, "val_loss": val_loss,
+                            "val_accuracy": val_acc})
+            print(f"[{step} | {time.time() - start:.2f}] loss={loss:.4f} "
+                  f"val_loss={val_loss:.4f} val_acc={val_acc:.4f}", flush=True)
+        elif print_every and (step - counter) % print_every == 0:
+            avg = float(np.mean(losses[-print_every:]))
+            print(f"[{step} | {time.time() - start:.2f}] loss={loss:.4f} avg={avg:.4f}",
+                  flush=True)
+        if save_every and (step - counter) % save_every == 0 and not last:
+            save(step)
+    save(counter + steps)
+    final = history[-1]
+    return {**final, "labels": list(labels), "history": history}
+
+
+def _train_step(model, head, opt, variables):
+    """One compiled step: forward, cross-entropy on the last token's logits, optimizer update.
+
+    Traced once per padded length (a few buckets), never per step."""
+
+    @tf.function
+    def train_step(tokens, lengths, labels, learning_rate):
+        with tf.GradientTape() as tape:
+            logits = classifier_logits(model, head, tokens, lengths)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        grads = tape.gradient(loss, variables)
+        opt.apply([tf.convert_to_tensor(g) for g in grads], learning_rate)
+        return loss
+
+    return train_step
+
+
+def _write_labels(run_dir, labels):
+    path = os.path.join(run_dir, LABELS_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(list(labels), f, ensure_ascii=False, indent=1)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------
+# Loading and classifying.
+
+def load_classifier(sess, run_name="classifier", checkpoint_dir="checkpoint", checkpoint="latest"):
+    """Load a run of :func:`finetune_classifier` into ``sess``: GPT-2, head and labels.
+
+        >>> import tempfile
+        >>> import gpt2_simple_plus as gpt2
+        >>> sess = gpt2.start_tf_sess()
+        >>> runs = tempfile.mkdtemp()
+        >>> _ = finetune_classifier(sess, (["yes", "no"] * 4, [1, 0] * 4), model_name="tiny",
+        ...     model_dir=os.path.dirname(_example_model_dir()), checkpoint_dir=runs, steps=1,
+        ...     batch_size=2, print_every=0)                # doctest: +ELLIPSIS
+        [1 | ...] ...
+        >>> load_classifier(sess, checkpoint_dir=runs)
+        <Classifier 'classifier': 2 labels, max_length 64>
+    """
+    run_dir = os.path.join(checkpoint_dir, run_name)
+    labels_path = os.path.join(run_dir, LABELS_FILE)
+    if not os.path.isfile(labels_path):
+        if not os.path.isdir(run_dir):
+            raise ModelNotFoundError(f"No classifier run {run_dir!r}: train one with "
+                                     f"gpt2.finetune_classifier(sess, ..., "
+                                     f"run_name={run_name!r}).")
+        raise ModelNotFoundError(f"{run_dir} is not a classifier run: {LABELS_FILE} is missing. "
+                                 f"Train one with gpt2.finetune_classifier(sess, ...).")
+    with open(labels_path, encoding="utf-8") as f:
+        labels = json.load(f)
+    prefix = find_checkpoint(run_dir, checkpoint)
+    state = read_train_state(run_dir, step_of(prefix)) or {}
+    if HEAD not in state:
+        raise ModelNotFoundError(f"The classifier head ({HEAD}) of {prefix} is missing: "
+                                 f"train_state-{step_of(prefix)}.index/.data hold it. Train the "
+                                 f"classifier again with gpt2.finetune_classifier(sess, ...).")
+    model = load_model(run_dir, prefix)
+    head = np.asarray(state[HEAD], np.float32)
+    if head.shape != (model.hparams.n_embd, len(labels)):
+        raise CheckpointError(f"The classifier head in {prefix} has shape {head.shape}, but the "
+                              f"model is {model.hparams.n_embd} wide and {labels_path} lists "
+                              f"{len(labels)} labels. Train the classifier again.")
+    max_length = int(state.get(MAX_LENGTH, model.hparams.n_ctx))
+    sess.set_model(model, get_encoder(run_dir), run_dir, prefix, run_name)
+    clf = Classifier(tf.Variable(head, name=HEAD), labels, max_length, run_name, run_dir)
+    sess.compiled[STATE_KEY] = clf
+    return clf
+
+
+def classify(sess, texts, run_name=None, checkpoint_dir="checkpoint", batch_size=32):
+    """The label of each text, with the probability of every label.
+
+    Uses the session's classifier (trained or loaded); with ``run_name`` the
+    run ``checkpoint_dir/run_name`` is loaded first unless it is the one in the
+    session. One text gives one dict, a list gives a list:
+    ``{"label": ..., "probabilities": {label: probability, ...}}``.
+
+        >>> import tempfile
+        >>> import gpt2_simple_plus as gpt2
+        >>> sess = gpt2.start_tf_sess()
+        >>> _ = finetune_classifier(sess, (["yes", "no"] * 4, ["y", "n"] * 4), model_name="tiny",
+        ...     model_dir=os.path.dirname(_example_model_dir()), checkpoint_dir=tempfile.mkdtemp(),
+        ...     steps=1, batch_size=2, print_every=0)       # doctest: +ELLIPSIS
+        [1 | ...] ...
+        >>> result = classify(sess, "yes")
+        >>> result["label"] in ("y", "n"), sorted(result["probabilities"])
+        (True, ['n', 'y'])
+    """
+    clf = sess.compiled.get(STATE_KEY) if sess is not None else None
+    if run_name is not None and (clf is None or clf.run_dir != os.path.join(checkpoint_dir,
+                                                                            run_name)):
+        clf = load_classifier(sess, run_name, checkpoint_dir)
+    if clf is None:
+        raise ModelNotFoundError(
+            "This session has no classifier: train one with gpt2.finetune_classifier(sess, "
+            "'data.csv') or load one with gpt2.classify(sess, texts, run_name='classifier').")
+    single = isinstance(texts, str)
+    texts = [texts] if single else list(texts)
+    for n, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise DatasetError(f"classify takes a string or a list of strings; item {n} is "
+                               f"{type(text).__name__} {text!r:.40}.")
+    probs = _predict(sess, clf, _encode(sess.encoder, texts, clf.max_length), batch_size)
+    results = [{"label": clf.labels[int(p.argmax())],
+                "probabilities": {label: float(q) for label, q in zip(clf.labels, p)}}
+               for p in probs]
+    return results[0] if single else results
+
+
+def _example_model_dir():
+    """``<tmp>/gpt2_simple_plus_example_models/tiny``: a tiny random GPT-2 over the
+    example vocabulary, for the examples in this module."""
+    import tempfile
+
+    from .checkpoints import save_pretrained_layout
+    from .encoder import _example_folder
+    from .hparams import hparams_for
+    from .model import random_weights
+
+    folder = os.path.join(tempfile.gettempdir(), "gpt2_simple_plus_example_models", "tiny")
+    if not os.path.isfile(os.path.join(folder, "checkpoint")):
+        encoder = get_encoder(_example_folder())
+        hparams = hparams_for("tiny", n_vocab=encoder.n_vocab)
+        save_pretrained_layout(folder, random_weights(hparams, 0), hparams,
+                               vocab_from=_example_folder())
+    return folder
