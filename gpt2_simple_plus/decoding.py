@@ -1,0 +1,225 @@
+"""The compiled decode loop: prompt in one pass, then a ``tf.while_loop`` that
+samples a token and runs the model on it, over a key/value cache preallocated
+for the whole sequence and updated in place.
+
+Shapes are bucketed (batch, prompt length rounded up, cache length rounded
+up) and each compiled function is kept, so calling again with the same shapes
+neither retraces nor grows memory. Text never appears here: token ids in,
+token ids out. Any object with GPT-2's ``forward``/``logits``/``empty_cache``
+methods and an ``hparams.n_ctx`` works, which is how the tests drive the loop
+with a fake model that spells a known string.
+
+    >>> from gpt2_simple_plus.hparams import hparams_for
+    >>> from gpt2_simple_plus.model import GPT2
+    >>> from gpt2_simple_plus.sampling import SamplingConfig
+    >>> decoder = Decoder(GPT2(hparams_for("tiny", n_vocab=100), seed=0))
+    >>> rows = decoder.generate([[1, 2, 3]], 5, SamplingConfig(temperature=0.0))
+    >>> len(rows[0])
+    5
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from .model import dynamic_update_slice
+from .sampling import next_token
+
+PROMPT_BUCKET = 16  # prompt lengths are rounded up to a multiple of this
+CACHE_BUCKET = 64  # so are cache lengths (attention reads the whole cache each step)
+
+
+def round_up(n, multiple):
+    return -(-n // multiple) * multiple
+
+
+def _update(buffer, values, index):
+    """``buffer[:, index:index+n] = values`` without a copy under XLA."""
+    zero = tf.constant(0, tf.int32)
+    if dynamic_update_slice is not None:
+        return dynamic_update_slice(buffer, values, [zero, tf.cast(index, tf.int32)])
+    cols = tf.range(tf.shape(values)[1]) + index
+    return tf.transpose(tf.tensor_scatter_nd_update(
+        tf.transpose(buffer), cols[:, None], tf.transpose(values)))
+
+
+class Decoder:
+    """Compiled generation for one model. ``jit_compile`` selects XLA (faster on CPU here)."""
+
+    def __init__(self, model, *, jit_compile=True):
+        self.model = model
+        self.jit_compile = jit_compile
+        self._prefill = {}
+        self._loops = {}
+        self.traces = 0  # how many times a function was traced (tests check it stays flat)
+
+    # -- compiled pieces ---------------------------------------------------
+
+    def prefill_fn(self, batch, prompt_len, cache_len):
+        key = (batch, prompt_len, cache_len)
+        if key not in self._prefill:
+            model = self.model
+
+            def prefill(prompt, pad):
+                self.traces += 1
+                cache = model.empty_cache(batch, cache_len)
+                h, cache = model.forward(prompt, cache=cache, pos=0, pad=pad)
+                return cache, model.logits(h[:, -1:])[:, 0]
+
+            self._prefill[key] = tf.function(prefill, jit_compile=self.jit_compile, autograph=False)
+        return self._prefill[key]
+
+    def loop_fn(self, batch, cache_len, out_len, config, stop_shape):
+        key = (batch, cache_len, out_len, config.compile_key(), stop_shape)
+        if key not in self._loops:
+            self._loops[key] = tf.function(
+                self._make_loop(out_len, config, stop_shape),
+                jit_compile=self.jit_compile, autograph=False)
+        return self._loops[key]
+
+    def _make_loop(self, out_len, config, stop_shape):
+        model = self.model
+        penalize = config.repetition_penalty != 1.0
+        n_stop, stop_width = stop_shape
+        margin = max(stop_width - 1, 0)  # room before the output so a stop window never underflows
+
+        def loop(cache, logits, pos, pad, seen, steps, seed, step0, temperature, top_p, penalty,
+                 stops):
+            self.traces += 1
+            batch = logits.shape[0]  # static: each batch size has its own loop
+            out = tf.fill([batch, out_len + margin], tf.constant(-2, tf.int32))
+            done = tf.zeros([batch], tf.bool)
+
+            def cond(i, *_):
+                go = i < steps
+                if n_stop:
+                    go = tf.logical_and(go, tf.logical_not(tf.reduce_all(done)))
+                return go
+
+            def body(i, cache, logits, out, done, seen):
+                token = next_token(logits, config, seed=seed + tf.stack([0, step0 + i]),
+                                   temperature=temperature, top_p=top_p, penalty=penalty, seen=seen)
+                out = _update(out, token[:, None], margin + i)
+                if n_stop:
+                    window = tf.slice(out, [0, i], [batch, stop_width])  # the last stop_width tokens
+                    hit = tf.logical_or(stops[None] < 0, window[:, None, :] == stops[None])
+                    done = tf.logical_or(done, tf.reduce_any(tf.reduce_all(hit, -1), -1))
+                if penalize:
+                    seen = tf.logical_or(seen, tf.one_hot(token, tf.shape(seen)[1], on_value=True,
+                                                          off_value=False))
+                h, cache = model.forward(token[:, None], cache=cache, pos=pos + i, pad=pad)
+                return i + 1, cache, model.logits(h)[:, 0], out, done, seen
+
+            i, cache, logits, out, done, seen = tf.while_loop(
+                cond, body, [tf.constant(0), cache, logits, out, done, seen],
+                maximum_iterations=out_len)
+            return cache, logits, out[:, margin:], i, done, seen
+
+        return loop
+
+    # -- driving it --------------------------------------------------------
+
+    def generate(self, prompts, length, config, *, seed=0, stop_sequences=(), keep=None):
+        """Generate ``length`` new tokens after each prompt (a list of id lists).
+
+        Returns one list of new ids per prompt, cut right after its first stop
+        sequence (a row stops early; the loop ends when every row has).
+        Prompts and generations longer than the context slide a window: the
+        most recent ``keep`` tokens (default ``n_ctx // 2``) are re-read in one
+        pass and generation continues.
+        """
+        rows = [[] for _ in prompts]
+        for piece in self.stream(prompts, length, config, seed=seed,
+                                 stop_sequences=stop_sequences, keep=keep):
+            for row, new in zip(rows, piece):
+                row.extend(new)
+        return rows
+
+    def stream(self, prompts, length, config, *, seed=0, stop_sequences=(), keep=None, chunk=None):
+        """Like :meth:`generate`, but yields each row's new ids piece by piece:
+        ``chunk`` tokens per compiled call (the whole window when ``None``)."""
+        n_ctx = self.model.hparams.n_ctx
+        keep = min(keep or n_ctx // 2, n_ctx - 1)
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        batch = len(prompts)
+        stops = _stop_tensor(stop_sequences)
+        seed = tf.constant([int(seed) & 0x7FFFFFFF, 0], tf.int32)
+        histories = [list(p) for p in prompts]  # what each row has seen and written
+        produced = [[] for _ in prompts]
+        finished = np.zeros(batch, bool)
+        step = 0
+        while step < length and not finished.all():
+            # One window: the most recent context, leaving room to generate.
+            room = length - step
+            longest = max(map(len, histories))
+            budget = n_ctx if longest + room <= n_ctx else max(n_ctx - room, keep)
+            context = [h[-min(budget, n_ctx - 1):] for h in histories]
+            prompt_len = min(round_up(max(map(len, context)), PROMPT_BUCKET), n_ctx - 1)
+            cache_len = min(round_up(prompt_len + room, CACHE_BUCKET), n_ctx)
+            span = cache_len - prompt_len  # tokens this window can hold
+            prompt = np.zeros([batch, prompt_len], np.int32)
+            pad = np.zeros([batch], np.int32)
+            for r, c in enumerate(context):
+                pad[r] = prompt_len - len(c)
+                prompt[r, pad[r]:] = c
+            cache, logits = self.prefill_fn(batch, prompt_len, cache_len)(prompt, pad)
+            seen = self._seen(config, histories, logits)
+            out_len = min(chunk or span, span)
+            loop = self.loop_fn(batch, cache_len, out_len, config, tuple(stops.shape))
+            pos = prompt_len
+            while pos < cache_len and step < length and not finished.all():
+                steps = min(out_len, cache_len - pos, length - step)
+                cache, logits, out, n, _, seen = loop(
+                    cache, logits, tf.constant(pos, tf.int32), pad, seen, tf.constant(steps),
+                    seed, tf.constant(step), tf.constant(config.temperature or 1.0, tf.float32),
+                    tf.constant(config.top_p, tf.float32),
+                    tf.constant(config.repetition_penalty, tf.float32), stops)
+                n = int(n)
+                out = out.numpy()[:, :n]
+                piece = [[] for _ in prompts]
+                for r in range(batch):
+                    if finished[r]:
+                        continue
+                    row = out[r].tolist()
+                    cut = _first_stop_end(produced[r], row, stop_sequences)
+                    if cut is not None:
+                        row = row[:cut]
+                        finished[r] = True
+                    produced[r].extend(row)
+                    histories[r].extend(row)
+                    piece[r] = row
+                pos += n
+                step += n
+                yield piece
+
+    def _seen(self, config, histories, logits):
+        vocab = logits.shape[-1]
+        if config.repetition_penalty == 1.0:
+            return tf.zeros([len(histories), 1], tf.bool)
+        seen = np.zeros([len(histories), vocab], bool)
+        for r, h in enumerate(histories):
+            seen[r, [t for t in h if 0 <= t < vocab]] = True
+        return tf.constant(seen)
+
+
+def _stop_tensor(stop_sequences):
+    """Stop sequences as an int32 ``[n, width]`` tensor, right-aligned, padded with -1."""
+    stop_sequences = [list(s) for s in stop_sequences if len(s)]
+    if not stop_sequences:
+        return tf.zeros([0, 1], tf.int32)
+    width = max(map(len, stop_sequences))
+    rows = [[-1] * (width - len(s)) + s for s in stop_sequences]
+    return tf.constant(rows, tf.int32)
+
+
+def _first_stop_end(before, row, stop_sequences):
+    """Index in ``row`` just past the first stop sequence ending there (matching may
+    start in ``before``), or None."""
+    if not stop_sequences:
+        return None
+    seq = before + row
+    for j in range(len(before), len(seq)):
+        for s in stop_sequences:
+            if s and j + 1 >= len(s) and seq[j + 1 - len(s): j + 1] == list(s):
+                return j + 1 - len(before)
+    return None
