@@ -7,19 +7,19 @@
     >>> gpt2.is_gpt2_downloaded(model_dir="no/such/folder")
     False
 
-Which name fetches what, into which folder (``model_dir`` is ``"models"``):
+Which name fetches what, into which folder of ``model_dir`` (``"models"``):
 
-============================================  ==============================  ============================
-``model_name`` (and ``source``)               fetched from                    folder
-============================================  ==============================  ============================
-``"124M"``, ``"117M"``, ``"gpt2"``            OpenAI's bucket                 ``models/124M``
-``"355M"``, ``"345M"``, ``"gpt2-medium"``     OpenAI's bucket                 ``models/355M``
-``"774M"``, ``"gpt2-large"``                  OpenAI's bucket                 ``models/774M``
-``"1558M"``, ``"gpt2-xl"``                    OpenAI's bucket                 ``models/1558M``
-``"gpt2"`` … with ``source="huggingface"``    Hugging Face openai-community/  ``models/hf-openai-community--gpt2``
-``"distilgpt2"``                              Hugging Face distilbert/        ``models/distilgpt2``
-``"hf:<org>/<repo>"``                         Hugging Face ``<org>/<repo>``   ``models/hf-<org>--<repo>``
-============================================  ==============================  ============================
+* ``"124M"`` (aliases ``"117M"``, ``"gpt2"``), ``"355M"`` (``"345M"``,
+  ``"gpt2-medium"``), ``"774M"`` (``"gpt2-large"``), ``"1558M"``
+  (``"gpt2-xl"``): OpenAI's release from OpenAI's bucket (or ``base_url``),
+  into ``models/124M`` ... ``models/1558M``.
+* The same names with ``source="huggingface"``: Hugging Face's
+  ``openai-community/gpt2`` ... ``openai-community/gpt2-xl``, converted, into
+  ``models/hf-openai-community--gpt2`` ... ``models/hf-openai-community--gpt2-xl``.
+* ``"distilgpt2"``: Hugging Face's ``distilbert/distilgpt2``, converted, into
+  ``models/distilgpt2``.
+* ``"hf:<org>/<repo>"``: any GPT-2 repository on Hugging Face, converted, into
+  ``models/hf-<org>--<repo>`` (``models/distilgpt2`` for ``hf:distilbert/distilgpt2``).
 
 So the plain names ``"gpt2"``, ``"gpt2-medium"``, ``"gpt2-large"`` and
 ``"gpt2-xl"`` are aliases of OpenAI's four releases, exactly as in
@@ -92,7 +92,8 @@ def _resolve(model_name, source=None):
     from . import huggingface
 
     if source not in (None, "openai", "huggingface"):
-        raise ValueError(f"source must be 'openai' or 'huggingface', got {source!r}.")
+        raise ModelNotFoundError(f"source must be 'openai' or 'huggingface' (or left out), "
+                                 f"got {source!r}.")
     if not isinstance(model_name, str) or not model_name:
         raise ModelNotFoundError(f"model_name must be a non-empty string, got {model_name!r}.")
     repo = huggingface.repo_for(model_name, source)
@@ -201,7 +202,8 @@ def _network_problem(err, timeout):
     import urllib3
 
     causes = list(_causes(err))
-    if any(isinstance(c, (urllib3.exceptions.NameResolutionError, socket.gaierror)) for c in causes):
+    dns = (urllib3.exceptions.NameResolutionError, socket.gaierror)
+    if any(isinstance(c, dns) for c in causes):
         return ("the server's name could not be resolved (DNS failure): you may be offline, "
                 "or the address is misspelt"), False
     if isinstance(err, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
@@ -676,7 +678,8 @@ def download_gpt2(model_dir="models", model_name="124M", base_url=None, *, sourc
       variable ``GPT2_SIMPLE_PLUS_BASE_URL``, else OpenAI's bucket. With a
       custom address any model name is accepted.
     * ``source``: ``"huggingface"`` fetches OpenAI's sizes from Hugging Face's
-      ``openai-community`` repositories instead (folder ``hf-openai-community--gpt2``...).
+      ``openai-community`` repositories instead (folder ``hf-openai-community--gpt2``
+      ...); ``"openai"`` forces OpenAI's layout even for a name known on Hugging Face.
     * ``hf_endpoint`` (default ``$HF_ENDPOINT``, else ``https://huggingface.co``)
       and ``revision`` (a branch, tag or commit; default ``"main"``).
     * ``timeout`` in seconds per connect/read; ``retries`` per file without

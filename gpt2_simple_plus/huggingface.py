@@ -127,9 +127,10 @@ def hf_url(endpoint, repo, revision, filename):
 def hparams_from_config(config):
     """:class:`HParams` from a Hugging Face GPT-2 ``config.json`` (a dict).
 
-    Raises :class:`~gpt2_simple_plus.errors.DownloadError` for another architecture or a GPT-2 variant whose
-    arithmetic differs from OpenAI's (another activation, LayerNorm epsilon,
-    attention scaling, cross-attention or MLP width).
+    Raises :class:`~gpt2_simple_plus.errors.DownloadError` for another
+    architecture, or for a GPT-2 variant whose arithmetic differs from OpenAI's
+    (another activation, LayerNorm epsilon, attention scaling, cross-attention
+    or MLP width).
 
         >>> hparams_from_config({"model_type": "gpt2", "vocab_size": 10, "n_positions": 8,
         ...                      "n_embd": 4, "n_head": 2, "n_layer": 1}).n_ctx
@@ -145,8 +146,8 @@ def hparams_from_config(config):
               "n_layer": config.get("n_layer")}
     missing = [k for k, v in values.items() if v is None]
     if missing:
-        raise DownloadError(f"config.json lacks {', '.join(missing)} (vocab_size, n_positions, n_embd, "
-                      f"n_head and n_layer are needed)")
+        raise DownloadError(f"config.json lacks {', '.join(missing)} (vocab_size, n_positions, "
+                            f"n_embd, n_head and n_layer are needed)")
     try:
         hparams = HParams(**values)
     except ValueError as err:
@@ -224,9 +225,10 @@ def hf_weights_to_openai(tensors, hparams):
         >>> from gpt2_simple_plus.hparams import hparams_for
         >>> hp = hparams_for("tiny", n_vocab=10)
         >>> hf_weights_to_openai({"transformer.wte.weight": np.zeros((10, 32))}, hp)
+        ... # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        gpt2_simple_plus.errors.DownloadError: the weights lack 27 tensor(s) GPT-2 needs, first 'model/wpe'
+        gpt2_simple_plus.errors.DownloadError: the weights lack 27 tensor(s) GPT-2 needs, ...
     """
     from .model import variable_shapes
 
@@ -256,8 +258,8 @@ def hf_weights_to_openai(tensors, hparams):
         raise DownloadError(f"the weights lack {len(missing)} tensor(s) GPT-2 needs, first "
                       f"{missing[0]!r}")
     if head is not None and not np.array_equal(np.asarray(head, np.float32), weights["model/wte"]):
-        raise DownloadError("lm_head.weight differs from wte.weight: the output head is not tied to "
-                      "the embeddings, which GPT-2 requires")
+        raise DownloadError("lm_head.weight differs from wte.weight: the output head is not tied "
+                            "to the embeddings, which GPT-2 requires")
     return weights
 
 
@@ -325,8 +327,9 @@ def convert_to_openai_layout(hf_dir, model_dir, weight_files=None):
     ``merges.txt``) into OpenAI's layout in ``model_dir``; returns its :class:`HParams`.
 
     ``weight_files`` defaults to ``model.safetensors`` or the shards listed in
-    ``model.safetensors.index.json``. Raises :class:`~gpt2_simple_plus.errors.DownloadError` when the files do
-    not describe a GPT-2.
+    ``model.safetensors.index.json``. Raises
+    :class:`~gpt2_simple_plus.errors.DownloadError` when the files do not
+    describe a GPT-2.
     """
     from .checkpoints import save_pretrained_layout
 

@@ -1,4 +1,4 @@
-"""download_gpt2 / is_gpt2_downloaded against a real HTTP server on 127.0.0.1 with injected faults."""
+"""download_gpt2 / is_gpt2_downloaded against a real HTTP server on 127.0.0.1, with faults."""
 
 import errno
 import hashlib
@@ -6,9 +6,7 @@ import http.server
 import json
 import os
 import re
-import shutil
 import socket
-import sys
 import threading
 import time
 
@@ -144,7 +142,7 @@ def clean_env(monkeypatch):
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
-    """``{file name: bytes}`` of a tiny random GPT-2 in OpenAI's release layout (plus a fake .meta)."""
+    """``{file name: bytes}`` of a tiny random GPT-2 in OpenAI's layout, plus a fake .meta."""
     folder = tmp_path_factory.mktemp("release")
     helpers.make_model_dir(str(folder))
     with open(folder / "model.ckpt.meta", "wb") as f:
@@ -306,7 +304,8 @@ def test_403_is_not_retried(tmp_path, server):
 
 
 def test_shorter_content_length_fails_verification_then_recovers(tmp_path, server, release):
-    server.inject("/models/tiny/model.ckpt.index", ("length", len(release["model.ckpt.index"]) - 50))
+    short = len(release["model.ckpt.index"]) - 50
+    server.inject("/models/tiny/model.ckpt.index", ("length", short))
     with pytest.raises(DownloadError) as info:
         fetch(tmp_path, server)
     assert "model.ckpt.index did not verify" in str(info.value)
@@ -398,7 +397,8 @@ def test_disk_full(tmp_path, server, release, monkeypatch):
     with pytest.raises(DownloadError) as info:
         fetch(tmp_path, server)
     text = str(info.value)
-    assert "disk is full" in text and "'tiny'" in text and f"{server.url}/models/tiny/checkpoint" in text
+    assert "disk is full" in text and "'tiny'" in text
+    assert f"{server.url}/models/tiny/checkpoint" in text
     assert "Free some space" in text
     assert not is_gpt2_downloaded(str(tmp_path / "models"), "tiny")
     monkeypatch.setattr(download, "_write", real_write)
