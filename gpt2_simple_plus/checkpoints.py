@@ -123,11 +123,13 @@ def find_checkpoint(folder, checkpoint="latest"):
                 f"with gpt2.finetune(...)."
             )
         return prefix
-    prefix = checkpoint if os.path.isabs(checkpoint) or os.path.exists(checkpoint + ".index") \
-        else os.path.join(folder, checkpoint)
     for suffix in (".index", DATA_SUFFIX):
-        if prefix.endswith(suffix):
-            prefix = prefix[: -len(suffix)]
+        if checkpoint.endswith(suffix):
+            checkpoint = checkpoint[: -len(suffix)]
+    # A name inside the folder first; then a path relative to the working directory.
+    prefix = os.path.join(folder, checkpoint)  # keeps an absolute checkpoint as it is
+    if not _bundle_exists(prefix) and _bundle_exists(checkpoint):
+        prefix = checkpoint
     if not _bundle_exists(prefix):
         there = [os.path.basename(p) for p in list_checkpoints(folder)]
         raise ModelNotFoundError(
@@ -278,10 +280,6 @@ def save_checkpoint(run_dir, weights, step, *, hparams=None, max_checkpoints=1, 
     and ``vocab.bpe`` are copied in. Returns the prefix's base name.
     """
     os.makedirs(run_dir, exist_ok=True)
-    if hparams is not None:
-        save_hparams(run_dir, hparams)
-    if model_files_from:
-        copy_model_files(model_files_from, run_dir)
     name = f"model-{int(step)}"
     staging = tempfile.mkdtemp(dir=run_dir, prefix=".saving-")
     try:
@@ -301,6 +299,11 @@ def save_checkpoint(run_dir, weights, step, *, hparams=None, max_checkpoints=1, 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
+    # The model's description goes in only once its weights are in place.
+    if hparams is not None:
+        save_hparams(run_dir, hparams)
+    if model_files_from:
+        copy_model_files(model_files_from, run_dir)
     previous, _ = _read_state_file(run_dir)
     kept = [_absolute(run_dir, p) for p in previous if _bundle_exists(_absolute(run_dir, p))]
     prefix = os.path.join(run_dir, name)

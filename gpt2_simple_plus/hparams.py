@@ -10,6 +10,7 @@
 import dataclasses
 import json
 import os
+import tempfile
 
 from .errors import HParamsError, ModelNotFoundError
 
@@ -143,7 +144,14 @@ def save_hparams(folder, hparams):
     """Write ``folder/hparams.json`` in OpenAI's layout (atomically)."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "hparams.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(hparams.to_dict(), f, indent=2)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".hparams-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(hparams.to_dict(), f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -230,7 +230,9 @@ class GPT2(tf.Module):
         activations (memory-saving gradients).
         """
         w, hp = self.weights, self.hparams
-        tokens = tf.convert_to_tensor(tokens, tf.int32)
+        tokens = tf.convert_to_tensor(tokens)
+        if tokens.dtype != tf.int32:  # int64 from tf.data or NumPy
+            tokens = tf.cast(tokens, tf.int32)
         if pad is not None:
             pad = tf.convert_to_tensor(pad, tf.int32)
         h = tf.gather(w["model/wte"], tokens) + tf.gather(w["model/wpe"], positions_for(tokens, pos, pad))
