@@ -211,11 +211,14 @@ def _network_problem(err, timeout):
         return "the URL is not valid (it must start with http:// or https://)", False
     if isinstance(err, requests.exceptions.SSLError):
         return f"the secure connection failed ({_short(err)})", False
-    if isinstance(err, requests.exceptions.Timeout) or any(
-            isinstance(c, (socket.timeout, urllib3.exceptions.TimeoutError)) for c in causes):
-        return f"the server did not answer within {timeout} s (timed out)", True
     if any(isinstance(c, ConnectionRefusedError) for c in causes):
         return "the connection was refused (no server is listening at that address)", True
+    # urllib3's NewConnectionError derives from its TimeoutError: refused is checked first.
+    timeouts = (socket.timeout, urllib3.exceptions.ReadTimeoutError,
+                urllib3.exceptions.ConnectTimeoutError, requests.exceptions.Timeout)
+    if any(isinstance(c, timeouts) and not isinstance(c, urllib3.exceptions.NewConnectionError)
+           for c in causes):
+        return f"the server did not answer within {timeout} s (timed out)", True
     return f"the connection broke ({_short(err)})", True
 
 
@@ -516,7 +519,10 @@ class Fetcher:
         path = os.path.join(self.folder, rel)
         if self.is_recorded(rel):
             return path
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        except OSError as err:
+            raise self.disk_error(err, os.path.dirname(path), url) from None
         if os.path.isfile(path) and self._adopt(url, rel, path, check):
             return path
         failures = 0
@@ -529,7 +535,8 @@ class Fetcher:
                 after = os.path.getsize(part) if os.path.isfile(part) else 0
                 failures = 0 if after > before else failures + 1  # progress resets the count
                 if failures > self.retries:
-                    raise self.error(f"{why} (gave up after {self.retries + 1} attempts)",
+                    tries = f"{self.retries + 1} attempts" if self.retries else "1 attempt"
+                    raise self.error(f"{why} (gave up after {tries} in a row without progress)",
                                      url) from None
                 if self.backoff:
                     time.sleep(min(self.backoff * 2 ** max(failures - 1, 0), MAX_BACKOFF))
