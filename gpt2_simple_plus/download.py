@@ -60,6 +60,7 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
 
 import requests
 from tqdm import tqdm
@@ -688,7 +689,8 @@ def download_gpt2(model_dir="models", model_name="124M", base_url=None, *, sourc
       ``openai-community`` repositories instead (folder ``hf-openai-community--gpt2``
       ...); ``"openai"`` forces OpenAI's layout even for a name known on Hugging Face.
     * ``hf_endpoint`` (default ``$HF_ENDPOINT``, else ``https://huggingface.co``)
-      and ``revision`` (a branch, tag or commit; default ``"main"``).
+      and ``revision`` (a branch, tag or commit; default ``"main"``). A folder
+      holds one revision: delete it to switch (a warning says so).
     * ``timeout`` in seconds per connect/read; ``retries`` per file without
       progress; ``backoff`` seconds before the first retry, doubling each time.
     * ``progress``: show a byte progress bar per file.
@@ -707,6 +709,11 @@ def download_gpt2(model_dir="models", model_name="124M", base_url=None, *, sourc
     folder = os.path.join(model_dir, folder_name)
     required = OPENAI_FILES if kind == "openai" else CONVERTED_FILES
     if _is_complete(folder, required):
+        had = (_read_manifest(folder) or {}).get("revision")
+        if kind == "huggingface" and had and had != revision:
+            warnings.warn(f"{folder} already holds revision {had!r} of {repo}, not {revision!r}; "
+                          f"it is used as it is. Delete the folder to download {revision!r}.",
+                          stacklevel=2)
         if progress:
             print(f"{folder} is already downloaded.")
         return folder

@@ -201,6 +201,8 @@ def test_sharded_bfloat16_repository_at_a_revision(tmp_path, tiny):
         assert [e[3] for e in server.log if e[1].endswith("/model.safetensors")] == [404]
     assert_same_logits(folder, {k: v.astype(np.float32) for k, v in bf16.items()}, hp,
                        "transformer.")
+    with pytest.warns(UserWarning, match="revision 'v1.0'.*Delete the folder"):
+        get(tmp_path, server)  # the server is gone: nothing is fetched
 
 
 def test_gpt2_from_hugging_face_only_when_asked(tmp_path, tiny, monkeypatch):
