@@ -230,7 +230,7 @@ def _encode_to_disk(enc, paths, combine, raw_path, dtype):
     writer = _TokenWriter(raw_path, dtype)
     try:
         while not exhausted[0]:
-            for tokens in enc.encode_iter(one_chunk()):
+            for tokens in enc.encode_iter(one_chunk(), chunk_chars=READ_CHARS):
                 writer.add(tokens)
             writer.end_chunk()
             for tokens in arrays:
