@@ -15,7 +15,8 @@ from gpt2_simple_plus.classifier import load_classifier, read_labelled
 
 import helpers
 
-FILLER = "the a big small day was and we saw it very good old new red blue on in at of to my".split()
+FILLER = ("the a big small day was and we saw it very good old new red blue on in at of to my"
+          .split())
 KEYWORDS = {"apple": "fruit", "river": "water", "guitar": "music"}  # chance is 1 in 3
 
 

@@ -11,6 +11,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 import gpt2_simple_plus as gpt2
 from gpt2_simple_plus.checkpoints import load_model, save_checkpoint, save_pretrained_layout
 from gpt2_simple_plus.encoder import get_encoder
+from gpt2_simple_plus.generation import sample_tokens
 
 import helpers
 
@@ -118,6 +119,7 @@ def test_loads_without_the_package_and_matches_the_model(exported):
     np.testing.assert_allclose(served["logits"], expected, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(served["logits_one"], expected[:1], rtol=1e-4, atol=1e-3)
     assert served["greedy"] == greedy_reference(sess.model, PROMPTS, N_NEW)
+    assert served["greedy"] == sample_tokens(sess.model, PROMPTS, N_NEW, temperature=0.0)
     assert all(len(set(row)) >= 4 for row in served["greedy"])  # not one repeated token
     assert served["greedy_zero"] == [[], []]
 
