@@ -22,7 +22,7 @@ from .checkpoints import find_checkpoint, load_model
 from .decoding import Decoder
 from .encoder import get_encoder
 from .errors import GenerationError, ModelNotFoundError
-from .hparams import canonical_model_name
+from .download import model_folder_name
 from .sampling import SamplingConfig
 
 _decoders = weakref.WeakKeyDictionary()  # model -> its compiled Decoder
@@ -42,7 +42,7 @@ def model_folder(run_name="run1", checkpoint_dir="checkpoint", model_name=None, 
     Raises :class:`ModelNotFoundError` with the command that fixes it.
     """
     if model_name:
-        name = canonical_model_name(model_name)
+        name = model_folder_name(model_name)
         folder = os.path.join(model_dir, name)
         if not os.path.isdir(folder):
             raise ModelNotFoundError(

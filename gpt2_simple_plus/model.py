@@ -266,6 +266,12 @@ class GPT2(tf.Module):
     def logits(self, h):
         """The tied language-model head: ``h · wteᵀ``, returned in float32."""
         wte = tf.cast(self.weights["model/wte"], h.dtype)
+        rows = h.shape[0] * h.shape[1] if h.shape[0] and h.shape[1] else None
+        if rows is not None and rows <= 64:
+            # Few rows (decoding): (wte · hᵀ)ᵀ runs ~2x faster than h · wteᵀ under XLA on CPU.
+            flat = tf.reshape(h, [rows, h.shape[2]])
+            out = tf.transpose(tf.matmul(wte, flat, transpose_b=True))
+            return tf.cast(tf.reshape(out, [h.shape[0], h.shape[1], -1]), tf.float32)
         return tf.cast(tf.einsum("bte,ve->btv", h, wte), tf.float32)
 
     def __call__(self, tokens, *, cache=None, pos=0, pad=None):
