@@ -21,7 +21,6 @@ import csv
 import json
 import os
 import random
-import sys
 import time
 
 import gpt2_simple_plus as gpt2
@@ -151,4 +150,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() is not None else 1)
+    main()

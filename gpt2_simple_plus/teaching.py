@@ -210,11 +210,13 @@ def next_token_probabilities(sess, prefix, top_k=10, temperature=1.0):
         >>> len(probs), sum(p for _, p in probs) <= 1
         (3, True)
         >>> token, probability = probs[0]
-        >>> print(probs)                                  # doctest: +SKIP
-        rank  token  id   probability
-        ----  -----  ---  -----------  ----
-           1  'q'    80        0.0043
-        ...
+        >>> print(next_token_probabilities(sess, "the hat", top_k=3, temperature=0.1))
+        ... # doctest: +SKIP
+        rank  token    id  probability
+        ----  ------  ---  -----------  ----------
+           1  ' hat'  260       0.2492  ##########
+           2  '\\xb7'  115       0.0302  #
+           3  '\\xfe'  186       0.0236  #
     """
     model, encoder = _model(sess, "next_token_probabilities")
     if temperature is None or temperature < 0:
