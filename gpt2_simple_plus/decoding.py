@@ -89,7 +89,7 @@ class Decoder:
             out = tf.fill([batch, out_len + margin], tf.constant(-2, tf.int32))
             done = tf.zeros([batch], tf.bool)
 
-            def cond(i, *_):
+            def cond(i, cache, logits, out, done, seen):
                 go = i < steps
                 if n_stop:
                     go = tf.logical_and(go, tf.logical_not(tf.reduce_all(done)))
