@@ -42,6 +42,7 @@ from .checkpoints import (find_checkpoint, latest_checkpoint, load_model, read_c
                           read_train_state, save_checkpoint, step_of)
 from .encoder import get_encoder
 from .errors import CheckpointError, DatasetError, ModelNotFoundError, TrainingError
+from .generation import model_folder
 from .optimizers import make_optimizer
 from .teaching import length_bucket
 
@@ -341,7 +342,7 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
         model, encoder = sess.model, sess.encoder
     else:
         labels = _sorted_labels(train_targets + val_targets) if labels is None else list(labels)
-        source = os.path.join(model_dir, model_name)
+        source = model_folder(model_name=model_name, model_dir=model_dir)
         model = load_model(source)
         encoder = get_encoder(source)
         counter = 0

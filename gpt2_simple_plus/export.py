@@ -42,6 +42,7 @@ import tensorflow as tf
 from . import model as model_module
 from .checkpoints import load_model
 from .errors import GenerationError, ModelNotFoundError
+from .generation import model_folder
 from .hparams import save_hparams
 
 NEG_INF = -1e10  # what gpt-2-simple writes into masked-out logits
@@ -163,8 +164,9 @@ def export_model(sess, path, run_name=None, checkpoint_dir="checkpoint", model_n
                  model_dir="models", max_length=None, tflite=False):
     """Write a TensorFlow SavedModel of a GPT-2 to ``path``; returns ``path``.
 
-    The model is the run ``checkpoint_dir/run_name`` if given, else
-    ``model_dir/model_name`` if given, else the model loaded in ``sess``.
+    The model is ``model_dir/model_name`` if given (as in ``load_gpt2``),
+    else the run ``checkpoint_dir/run_name`` if given, else the model loaded
+    in ``sess``.
     ``max_length`` (default: the model's context, ``n_ctx``) bounds prompt +
     generated tokens in ``generate``; ``logits`` reads the last ``max_length``
     tokens of longer inputs. See the module notes for the signatures.
@@ -235,11 +237,7 @@ def export_model(sess, path, run_name=None, checkpoint_dir="checkpoint", model_n
 
 def _pick_model(sess, run_name, checkpoint_dir, model_name, model_dir):
     """The model to export and the folder holding its vocabulary."""
-    if run_name is not None:
-        folder = os.path.join(checkpoint_dir, run_name)
-    elif model_name is not None:
-        folder = os.path.join(model_dir, model_name)
-    else:
+    if run_name is None and model_name is None:
         if sess is None or getattr(sess, "model", None) is None:
             raise ModelNotFoundError(
                 "Nothing to export: the session has no model. Load one first: "
@@ -248,6 +246,7 @@ def _pick_model(sess, run_name, checkpoint_dir, model_name, model_dir):
             raise ModelNotFoundError("The session's model has no folder (model_path) to take "
                                      "its vocabulary from; pass run_name=... or model_name=....")
         return sess.model, sess.model_path
+    folder = model_folder(run_name, checkpoint_dir, model_name, model_dir)
     return load_model(folder), folder
 
 
