@@ -64,6 +64,7 @@ class Classifier:
         self.run_name = run_name
         self.run_dir = run_dir
         self.logits_fn = None
+        self.train_traces = 0
 
     def __repr__(self):
         return (f"<Classifier {self.run_name!r}: {len(self.labels)} labels, "
@@ -374,7 +375,6 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
     variables = {**model.weights, HEAD: clf.head}
     opt = make_optimizer(optimizer, variables)
     train_step = _train_step(model, clf.head, opt, list(variables.values()))
-    sess.compiled["classifier.train_step"] = train_step  # kept for inspection (trace counts)
     pad_id = encoder.eot_token
     rng = np.random.default_rng(None if seed is None else seed + 1)
     epochs = []  # row numbers still to visit: one shuffled pass over the rows after another
@@ -427,6 +427,8 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
         if save_every and (step - counter) % save_every == 0 and not last:
             save(step)
     save(counter + steps)
+    # How many padded shapes the step was compiled for (a few length buckets, not one per step).
+    clf.train_traces = train_step.experimental_get_tracing_count()
     final = history[-1]
     return {**final, "labels": list(labels), "history": history}
 
