@@ -299,6 +299,8 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
     every ``save_every`` steps), and the session keeps the trained classifier
     for :func:`classify`. ``labels`` fixes the labels and their order
     (default: sorted). ``optimizer`` is ``"adamw"``, ``"adam"`` or ``"sgd"``.
+    Interrupting it (Ctrl-C, or stopping the notebook cell) evaluates and
+    saves what was trained so far, as gpt-2-simple's ``finetune`` does.
 
     Returns ``{"step", "loss", "val_loss", "val_accuracy", "labels", "history"}``
     (``history``: one dict per evaluation).
@@ -405,28 +407,39 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
 
     lr = tf.constant(learning_rate, tf.float32)
     start = time.time()
-    history, losses, loss = [], [], float("nan")
-    for step in range(counter + 1, counter + steps + 1):
-        tokens, lengths, y = next_batch()
-        loss = float(train_step(tokens, lengths, y, lr))
-        if not np.isfinite(loss):
-            raise TrainingError(f"The loss became {loss} at step {step}: the learning rate "
-                                f"({learning_rate}) is too high. Try a tenth of it.")
-        losses.append(loss)
-        last = step == counter + steps
-        if eval_every and (step - counter) % eval_every == 0 or last:
-            val_loss, val_acc = evaluate()
-            history.append({"step": step, "loss": loss, "val_loss": val_loss,
-                            "val_accuracy": val_acc})
-            print(f"[{step} | {time.time() - start:.2f}] loss={loss:.4f} "
-                  f"val_loss={val_loss:.4f} val_acc={val_acc:.4f}", flush=True)
-        elif print_every and (step - counter) % print_every == 0:
-            avg = float(np.mean(losses[-print_every:]))
-            print(f"[{step} | {time.time() - start:.2f}] loss={loss:.4f} avg={avg:.4f}",
-                  flush=True)
-        if save_every and (step - counter) % save_every == 0 and not last:
-            save(step)
-    save(counter + steps)
+    history, losses, done = [], [], counter
+
+    def report(step, loss):
+        val_loss, val_acc = evaluate()
+        history.append({"step": step, "loss": loss, "val_loss": val_loss,
+                        "val_accuracy": val_acc})
+        print(f"[{step} | {time.time() - start:.2f}] loss={loss:.4f} "
+              f"val_loss={val_loss:.4f} val_acc={val_acc:.4f}", flush=True)
+
+    try:
+        for step in range(counter + 1, counter + steps + 1):
+            tokens, lengths, y = next_batch()
+            loss = float(train_step(tokens, lengths, y, lr))
+            if not np.isfinite(loss):
+                raise TrainingError(f"The loss became {loss} at step {step}: the learning rate "
+                                    f"({learning_rate}) is too high. Try a tenth of it.")
+            losses.append(loss)
+            done = step
+            if step == counter + steps or eval_every and (step - counter) % eval_every == 0:
+                report(step, loss)
+            elif print_every and (step - counter) % print_every == 0:
+                avg = float(np.mean(losses[-print_every:]))
+                print(f"[{step} | {time.time() - start:.2f}] loss={loss:.4f} avg={avg:.4f}",
+                      flush=True)
+            if save_every and (step - counter) % save_every == 0 and step < counter + steps:
+                save(step)
+    except KeyboardInterrupt:  # stopping a notebook cell keeps what was learned, as gpt-2-simple
+        print("interrupted")
+        if done == counter:
+            raise
+        if not history or history[-1]["step"] != done:
+            report(done, losses[-1])
+    save(done)
     # How many padded shapes the step was compiled for (a few length buckets, not one per step).
     clf.train_traces = train_step.experimental_get_tracing_count()
     final = history[-1]

@@ -142,6 +142,28 @@ def test_jsonl_string_labels_progress_lines_and_continue_training(tiny_model_dir
                                  labels=["a", "b"], **kwargs)
 
 
+def test_interrupting_saves_what_was_trained(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from gpt2_simple_plus import classifier
+
+    calls, pad = [], classifier._pad
+
+    def pad_then_stop(*args):
+        calls.append(1)
+        if len(calls) == 4:  # the 4th training batch: as if Ctrl-C were pressed
+            raise KeyboardInterrupt
+        return pad(*args)
+
+    monkeypatch.setattr(classifier, "_pad", pad_then_stop)
+    result = gpt2.finetune_classifier(
+        gpt2.start_tf_sess(), keyword_texts(20, seed=6), model_name="tiny",
+        model_dir=os.path.dirname(tiny_model_dir), checkpoint_dir=str(tmp_path), steps=50,
+        batch_size=4, print_every=0, eval_every=0)
+    assert result["step"] == 3 and [h["step"] for h in result["history"]] == [3]
+    assert "interrupted" in capsys.readouterr().out
+    assert os.path.isfile(tmp_path / "classifier" / "model-3.index")
+    assert os.path.isfile(tmp_path / "classifier" / "train_state-3.index")
+
+
 def test_reading_datasets(tmp_path):
     texts, labels = ["good", "bad, really", "ok\nfine"], ["pos", "neg", "pos"]
     assert read_labelled((texts, labels)) == (texts, labels)
