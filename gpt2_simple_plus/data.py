@@ -42,7 +42,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import warnings
 

@@ -119,16 +119,18 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
 
         >>> import os, tempfile, gpt2_simple_plus as gpt2
         >>> from gpt2_simple_plus.encoder import _example_folder
-        >>> os.chdir(tempfile.mkdtemp())
-        >>> _ = open("hats.txt", "w").write("the hat " * 200)
+        >>> folder = tempfile.mkdtemp()
+        >>> path = os.path.join(folder, "hats.txt")
+        >>> _ = open(path, "w").write("the hat " * 200)
         >>> sess = gpt2.start_tf_sess()
-        >>> gpt2.finetune(sess, "hats.txt", model_name=None, hparams="tiny",
-        ...               vocab_dir=_example_folder(), steps=2, seed=0, print_every=10)
+        >>> gpt2.finetune(sess, path, model_name=None, hparams="tiny",
+        ...               vocab_dir=_example_folder(), steps=2, seed=0, print_every=10,
+        ...               checkpoint_dir=os.path.join(folder, "checkpoint"))  # doctest: +ELLIPSIS
         Initialising a new model from random weights: 2 layers, 32 wide, 64-token window
         Loading dataset...
         dataset has 613 tokens
         Training...
-        Saving checkpoint/run1/model-2
+        Saving .../checkpoint/run1/model-2
         >>> sess.model.hparams.n_layer
         2
     """
@@ -238,17 +240,8 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
                                  recompute=use_memory_saving_gradients,
                                  max_grad_norm=max_grad_norm, jit_compile=jit_compile)
     eval_step = make_eval_step(model, jit_compile=jit_compile) if val_tokens is not None else None
-    first_decay_step = max(int(warmup_steps or 0), 1)
-    last_step = counter_base + steps - 1
-
-    def learning_rate_at(step):
-        lr = learning_rate
-        if warmup_steps and step <= warmup_steps:
-            lr *= step / warmup_steps
-        if lr_decay and step > first_decay_step:
-            progress = min((step - first_decay_step) / max(last_step + 1 - first_decay_step, 1), 1)
-            lr *= 0.5 * (1 + math.cos(math.pi * progress)) if lr_decay == "cosine" else 1 - progress
-        return lr
+    learning_rate_at = lr_schedule(learning_rate, warmup_steps=warmup_steps, decay=lr_decay,
+                                   last_step=counter_base + steps - 1)
 
     last_saved = [None]
 
@@ -364,6 +357,30 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
     sess.set_model(model, enc, run_dir, checkpoint=last_saved[0], run_name=run_name)
 
 
+def lr_schedule(learning_rate, *, warmup_steps=0, decay=None, last_step=None):
+    """The learning rate of each step (counted like the run's counter, from 1):
+    linear warm-up over ``warmup_steps``, then constant, or decaying (``"cosine"``
+    or ``"linear"``) to 0 just after ``last_step``.
+
+        >>> lr = lr_schedule(1.0, warmup_steps=2, decay="linear", last_step=5)
+        >>> [round(lr(step), 2) for step in range(1, 6)]
+        [0.5, 1.0, 0.75, 0.5, 0.25]
+    """
+    first_decay_step = max(int(warmup_steps or 0), 1)
+
+    def at(step):
+        lr = learning_rate
+        if warmup_steps and step <= warmup_steps:
+            lr *= step / warmup_steps
+        if decay and step > first_decay_step:
+            span = max(last_step + 1 - first_decay_step, 1)
+            progress = min((step - first_decay_step) / span, 1.0)
+            lr *= 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else 1 - progress
+        return lr
+
+    return at
+
+
 # ---------------------------------------------------------------------------
 # The compiled step
 
@@ -377,14 +394,11 @@ class LossScale:
 
     def update(self, finite):
         """Called in the step after each update; ``finite`` says whether the grads were."""
-        if finite:
-            self.good_steps.assign_add(1)
-            if self.good_steps >= self.growth_interval:
-                self.scale.assign(self.scale * 2.0)
-                self.good_steps.assign(0)
-        else:
-            self.scale.assign(tf.maximum(self.scale / 2.0, 1.0))
-            self.good_steps.assign(0)
+        good = tf.where(finite, self.good_steps + 1, tf.zeros_like(self.good_steps))
+        grow = good >= self.growth_interval
+        self.scale.assign(tf.where(finite, tf.where(grow, self.scale * 2.0, self.scale),
+                                   tf.maximum(self.scale / 2.0, 1.0)))
+        self.good_steps.assign(tf.where(grow, tf.zeros_like(good), good))
 
     def state(self):
         return {"train/loss_scale": self.scale, "train/good_steps": self.good_steps}
@@ -423,10 +437,13 @@ def make_train_step(model, opt, *, strategy=None, scaler=None, recompute=False,
         n = tokens.shape[0]
         if n == 1:
             return loss, grads
-        for i in tf.range(1, n):  # a loop in the graph, not n copies of the model
+
+        def add_one(i, loss, grads):
             more_loss, more = gradients(tokens[i])
-            loss += more_loss
-            grads = [a + b for a, b in zip(grads, more)]
+            return i + 1, loss + more_loss, [a + b for a, b in zip(grads, more)]
+
+        # a loop in the graph, not n copies of the model
+        _, loss, grads = tf.while_loop(lambda i, *_: i < n, add_one, (tf.constant(1), loss, grads))
         return loss / n, [g / n for g in grads]
 
     def replica_step(tokens):
@@ -449,15 +466,19 @@ def make_train_step(model, opt, *, strategy=None, scaler=None, recompute=False,
             finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
         if max_grad_norm:
             grads, _ = tf.clip_by_global_norm(grads, max_grad_norm)
-        if scaler:
-            if finite:
+        if scaler:  # float16: skip the update when the gradients overflowed
+            def apply():
                 opt.apply(grads, learning_rate)
+                return tf.constant(True)
+
+            tf.cond(finite, apply, lambda: tf.constant(False))
             scaler.update(finite)
         else:
             opt.apply(grads, learning_rate)
         return loss
 
-    return tf.function(step, jit_compile=bool(jit_compile))
+    # autograph off: the step is plain TensorFlow, so tracing is quick
+    return tf.function(step, jit_compile=bool(jit_compile), autograph=False)
 
 
 def make_eval_step(model, *, jit_compile=False):
@@ -467,7 +488,7 @@ def make_eval_step(model, *, jit_compile=False):
         trace_counts["eval_step"] += 1
         return lm_loss(model, tokens)
 
-    return tf.function(evaluate, jit_compile=bool(jit_compile))
+    return tf.function(evaluate, jit_compile=bool(jit_compile), autograph=False)
 
 
 def default_jit_compile():
