@@ -48,6 +48,7 @@ _EXPORTS = {
     "perplexity": "teaching",
     "finetune_classifier": "classifier",
     "classify": "classifier",
+    "load_classifier": "classifier",
     "export_model": "export",
     # command line
     "cmd": "cli",
