@@ -1,0 +1,198 @@
+"""Generation speed: gpt2_simple_plus against gpt-2-simple, Hugging Face transformers
+(PyTorch) and keras-hub (TensorFlow, XLA), in one run on the same random 124M checkpoint.
+
+    python benchmarks/generate.py            # all systems, ~10 minutes on 2 cores
+    python benchmarks/generate.py --only gpt2_simple_plus --runs 2
+
+Each system runs in its own subprocess (gpt-2-simple switches TensorFlow to
+graph mode for the whole process) and reports tokens/s at batch 1 and batch 8
+for 128 new tokens after a 2-token prompt ("Hello world"), sampling at
+temperature 0.7 with no top-k/top-p (gpt-2-simple's defaults), best of
+``--runs`` after a warm-up call; plus the time from process start to the first
+generated text (imports, loading, compiling, generating 128 tokens).
+
+Needs the benchmark extras: ``pip install -e ".[bench]"`` and the real GPT-2
+vocabulary (``$GPT2_VOCAB_DIR``, default ``../shared/gpt2-vocab``).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+VOCAB_DIR = os.environ.get("GPT2_VOCAB_DIR", os.path.join(REPO, "..", "shared", "gpt2-vocab"))
+PROMPT, PROMPT_IDS, NEW_TOKENS, TEMPERATURE = "Hello world", [15496, 995], 128, 0.7
+
+# Each script prints "FIRST" when its first text exists, then one JSON line of results.
+COMMON = textwrap.dedent("""
+    import json, os, sys, time
+    MODEL_DIR, RUNS = sys.argv[1], int(sys.argv[2])
+    PROMPT, PROMPT_IDS, N, T = {prompt!r}, {ids!r}, {n}, {t}
+    def best(fn, batch):
+        fn(batch)  # warm-up: compiles this batch's shapes
+        times = []
+        for _ in range(RUNS):
+            start = time.perf_counter(); fn(batch); times.append(time.perf_counter() - start)
+        return batch * N / min(times)
+    def report(fn):
+        print(json.dumps({{"b1": best(fn, 1), "b8": best(fn, 8)}}), flush=True)
+""").format(prompt=PROMPT, ids=PROMPT_IDS, n=NEW_TOKENS, t=TEMPERATURE)
+
+SCRIPTS = {
+    "gpt2_simple_plus": """
+        import gpt2_simple_plus as gpt2
+        sess = gpt2.start_tf_sess()
+        gpt2.load_gpt2(sess, model_name="124M", model_dir=MODEL_DIR)
+        def run(batch):
+            texts = gpt2.generate(sess, prefix=PROMPT, length=N, temperature=T, nsamples=batch,
+                                  batch_size=batch, return_as_list=True)
+            assert len(texts) == batch
+        run(1); print("FIRST", flush=True)
+        report(run)
+    """,
+    "gpt-2-simple 0.8.1": """
+        import gpt_2_simple as gpt2
+        sess = gpt2.start_tf_sess()
+        gpt2.load_gpt2(sess, model_name="124M", model_dir=MODEL_DIR)
+        def run(batch):
+            texts = gpt2.generate(sess, model_name="124M", model_dir=MODEL_DIR, prefix=PROMPT,
+                                  length=N, temperature=T, nsamples=batch, batch_size=batch,
+                                  return_as_list=True)
+            assert len(texts) == batch
+        run(1); print("FIRST", flush=True)
+        report(run)
+    """,
+    "transformers (torch)": """
+        import numpy as np, torch
+        from transformers import GPT2Config, GPT2LMHeadModel
+        import tensorflow as tf
+        reader = tf.train.load_checkpoint(os.path.join(MODEL_DIR, "124M", "model.ckpt"))
+        config = GPT2Config(n_embd=768, n_head=12, n_layer=12, n_positions=1024, vocab_size=50257)
+        model = GPT2LMHeadModel(config).eval()
+        names = {"wte": "transformer.wte.weight", "wpe": "transformer.wpe.weight",
+                 "ln_f/g": "transformer.ln_f.weight", "ln_f/b": "transformer.ln_f.bias"}
+        for i in range(12):
+            for ours, theirs in [("ln_1/g", "ln_1.weight"), ("ln_1/b", "ln_1.bias"),
+                                 ("ln_2/g", "ln_2.weight"), ("ln_2/b", "ln_2.bias"),
+                                 ("attn/c_attn/w", "attn.c_attn.weight"), ("attn/c_attn/b", "attn.c_attn.bias"),
+                                 ("attn/c_proj/w", "attn.c_proj.weight"), ("attn/c_proj/b", "attn.c_proj.bias"),
+                                 ("mlp/c_fc/w", "mlp.c_fc.weight"), ("mlp/c_fc/b", "mlp.c_fc.bias"),
+                                 ("mlp/c_proj/w", "mlp.c_proj.weight"), ("mlp/c_proj/b", "mlp.c_proj.bias")]:
+                names[f"h{i}/{ours}"] = f"transformer.h.{i}.{theirs}"
+        state = {theirs: torch.from_numpy(np.squeeze(reader.get_tensor("model/" + ours), 0)
+                                          if ours.endswith("/w") else reader.get_tensor("model/" + ours))
+                 for ours, theirs in names.items()}
+        model.load_state_dict(state, strict=False)
+        model.tie_weights()
+        def run(batch):
+            ids = torch.tensor([PROMPT_IDS] * batch)
+            with torch.no_grad():
+                out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                                     temperature=T, top_k=0, max_new_tokens=N, min_new_tokens=N,
+                                     pad_token_id=50256)
+            assert out.shape == (batch, len(PROMPT_IDS) + N)
+        run(1); print("FIRST", flush=True)
+        report(run)
+    """,
+    "keras-hub (TF, XLA)": """
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+        import numpy as np, keras_hub
+        backbone = keras_hub.models.GPT2Backbone(vocabulary_size=50257, num_layers=12, num_heads=12,
+                                                 hidden_dim=768, intermediate_dim=3072,
+                                                 max_sequence_length=1024)
+        import tensorflow as tf
+        reader = tf.train.load_checkpoint(os.path.join(MODEL_DIR, "124M", "model.ckpt"))
+        backbone.get_layer("token_embedding").embeddings.assign(reader.get_tensor("model/wte"))
+        lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+        lm.compile(sampler=keras_hub.samplers.RandomSampler(temperature=T))
+        def run(batch):
+            ids = np.zeros([batch, len(PROMPT_IDS) + N], "int32"); ids[:, :len(PROMPT_IDS)] = PROMPT_IDS
+            mask = np.zeros_like(ids, bool); mask[:, :len(PROMPT_IDS)] = True
+            out = lm.generate({"token_ids": ids, "padding_mask": mask}, stop_token_ids=None)
+            assert out["token_ids"].shape == (batch, len(PROMPT_IDS) + N)
+        run(1); print("FIRST", flush=True)
+        report(run)
+    """,
+}
+
+
+def make_checkpoint(root):
+    """A random 124M GPT-2 in OpenAI's layout at ``root/124M`` (about 500 MB)."""
+    sys.path.insert(0, REPO)
+    from gpt2_simple_plus.checkpoints import save_pretrained_layout
+    from gpt2_simple_plus.hparams import hparams_for
+    from gpt2_simple_plus.model import random_weights
+
+    folder = os.path.join(root, "124M")
+    hparams = hparams_for("124M")
+    save_pretrained_layout(folder, random_weights(hparams, seed=0), hparams, vocab_from=VOCAB_DIR)
+    with open(os.path.join(folder, "model.ckpt.meta"), "wb"):
+        pass  # OpenAI ships one; neither package reads it
+    return root
+
+
+def measure(name, model_dir, runs):
+    """Run one system's script; returns its results plus seconds to first text."""
+    code = COMMON + textwrap.dedent(SCRIPTS[name])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TOKENIZERS_PARALLELISM="false")
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code, model_dir, str(runs)], cwd=model_dir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first, result = None, None
+    for line in proc.stdout:
+        if line.startswith("FIRST") and first is None:
+            first = time.perf_counter() - start
+        elif line.startswith("{"):
+            result = json.loads(line)
+    err = proc.stderr.read()
+    proc.wait()
+    if proc.returncode or result is None:
+        return {"error": err.strip().splitlines()[-1] if err.strip() else f"exit {proc.returncode}"}
+    return dict(result, first=first)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per batch size (best kept)")
+    parser.add_argument("--only", action="append", choices=sorted(SCRIPTS),
+                        help="measure only this system (repeatable)")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(os.path.join(VOCAB_DIR, "encoder.json")):
+        sys.exit(f"GPT-2 vocabulary not found in {VOCAB_DIR}: set GPT2_VOCAB_DIR.")
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = make_checkpoint(tmp)
+        results = {}
+        for name in args.only or list(SCRIPTS):
+            print(f"measuring {name} ...", flush=True)
+            results[name] = measure(name, model_dir, args.runs)
+            print(f"  {results[name]}", flush=True)
+    print(f"\n{os.cpu_count()} CPU cores; {NEW_TOKENS} new tokens after a {len(PROMPT_IDS)}-token "
+          f"prompt, temperature {TEMPERATURE}; best of {args.runs}\n")
+    print(f"{'system':24} {'batch 1 tok/s':>14} {'batch 8 tok/s':>14} {'first text s':>13}")
+    for name, r in results.items():
+        if "error" in r:
+            print(f"{name:24} failed: {r['error']}")
+        else:
+            print(f"{name:24} {r['b1']:14.1f} {r['b8']:14.1f} {r['first']:13.1f}")
+    ours = results.get("gpt2_simple_plus", {})
+    peers = {n: r for n, r in results.items() if n != "gpt2_simple_plus" and "error" not in r}
+    if "b1" in ours and peers:
+        for key, target in (("b1", 1.4), ("b8", 1.8)):
+            best_name = max(peers, key=lambda n: peers[n][key])
+            ratio = ours[key] / peers[best_name][key]
+            verdict = "met" if ratio >= target else "NOT met"
+            print(f"batch {key[1]}: {ratio:.2f}x the best peer ({best_name}); target {target}x: "
+                  f"{verdict}")
+        for name, r in peers.items():
+            print(f"  vs {name}: batch 1 {ours['b1'] / r['b1']:.2f}x, "
+                  f"batch 8 {ours['b8'] / r['b8']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
