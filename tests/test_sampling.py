@@ -37,7 +37,7 @@ class FakeModel(tf.Module):
 
     def __init__(self, ids, n_vocab, *, n_ctx=64, score=1e4, base=None):
         super().__init__()
-        self.hparams = types.SimpleNamespace(n_ctx=n_ctx, n_vocab=n_vocab)
+        self.hparams = types.SimpleNamespace(n_ctx=n_ctx, n_vocab=n_vocab, n_layer=0, n_embd=0)
         self.ids = tf.constant(ids, tf.int32)
         self.score = float(score)
         self.base = tf.constant(np.zeros(n_vocab) if base is None else base, tf.float32)
@@ -123,22 +123,25 @@ def test_top_k_keeps_ties_at_the_kth_value():
                                          [True] * 5]
 
 
+def assert_same_nucleus(ours, theirs, logits, p):
+    """Two top-p results agree, except on a row whose cut falls at a token
+    whose cumulative sum is within rounding (1e-6) of ``p``."""
+    cums = np_exclusive_cumsum_sorted(logits)
+    for row in np.nonzero((ours != theirs).any(axis=-1))[0]:
+        for result in (ours, theirs):
+            cutoff = logits[row][result[row] > NEG_INF].min()
+            rank = int((logits[row] > cutoff).sum())
+            near = [abs(cums[row, r] - p) < 1e-6 for r in (rank, rank + 1) if r < cums.shape[1]]
+            assert any(near), f"row {row}: nuclei differ away from p={p}"
+    if p <= 0.99:  # near 1 the long tail puts many tokens within rounding of p
+        assert (ours != theirs).any(axis=-1).sum() <= 1
+
+
 @pytest.mark.parametrize("p", [1e-7, 0.05, 0.3, 0.5, 0.9, 0.99, 0.999999, 1.0])
 def test_top_p_matches_gpt2_simple(p):
     logits = random_logits(int(p * 1000))
     ours = top_p_logits(tf.constant(logits), p).numpy()
-    theirs = np_top_p(logits, p)
-    # float32 (ours) and float64 (reference) cumulative sums may only disagree
-    # about a token whose cumulative sum is within rounding of p.
-    cums = np_exclusive_cumsum_sorted(logits)
-    for row in np.nonzero((ours != theirs).any(axis=-1))[0]:
-        cutoff_ours = logits[row][ours[row] > NEG_INF].min()
-        cutoff_theirs = logits[row][theirs[row] > NEG_INF].min()
-        for cutoff in (cutoff_ours, cutoff_theirs):
-            rank = int((logits[row] > cutoff).sum())
-            assert abs(cums[row, rank] - p) < 1e-6 or abs(cums[row, rank + 1] - p) < 1e-6, row
-    if p <= 0.99:  # near 1 the long tail puts many tokens within rounding of p
-        assert (ours != theirs).any(axis=-1).sum() <= 1
+    assert_same_nucleus(ours, np_top_p(logits, p), logits, p)
     kept = (ours > NEG_INF).sum(axis=-1)
     assert (kept >= 1).all()
     if p == 1e-7:
@@ -209,7 +212,7 @@ def test_categorical_matches_softmax_across_rows_and_across_seeds():
 
     one_row = tf.constant(LOGITS6[None])
     draw = tf.function(lambda s: categorical(one_row, tf.stack([s, tf.constant(0)]))[0])
-    by_seed = [int(draw(tf.constant(s))) for s in range(3000)]
+    by_seed = [int(draw(tf.constant(s))) for s in range(2000)]
     assert_frequencies(by_seed, probs, 6)
 
     again = categorical(rows, tf.constant([3, 0])).numpy()
@@ -278,7 +281,9 @@ def speller():
 
 @pytest.fixture(scope="module")
 def spell_decoder(speller):
-    return Decoder(speller)
+    # Traced without XLA: the loop's logic is the same and compiles 5x faster.
+    # The XLA path is checked by test_xla_loop_stops_too and the GPT-2 tests.
+    return Decoder(speller, jit_compile=False)
 
 
 @pytest.mark.parametrize("config", [GREEDY, WARM, SamplingConfig(temperature=1.5, top_k=5),
@@ -309,6 +314,15 @@ def test_rows_stop_each_at_its_own_stop_and_the_loop_at_the_last(spell_decoder, 
     assert calls == 1 + 7
 
 
+def test_xla_loop_stops_too():
+    speller = FakeModel(SPELL, 50)
+    decoder = Decoder(speller, jit_compile=True)
+    rows, calls = calls_during(speller, lambda: decoder.generate(
+        [SPELL[:3], SPELL[:1]], 20, WARM, stop_sequences=[[16, 17]]))
+    assert rows == [[13, 14, 15, 16, 17], [11, 12, 13, 14, 15, 16, 17]]
+    assert calls == 1 + 7
+
+
 def test_a_stop_sequence_split_between_chunks_is_found(spell_decoder):
     pieces = list(spell_decoder.stream([SPELL[:3]], 20, WARM, stop_sequences=[[15, 16, 17]],
                                        chunk=2))
@@ -321,14 +335,14 @@ def eager_tiny_decoder():
     return Decoder(GPT2(hparams_for("tiny", n_vocab=50), seed=1), jit_compile=False)
 
 
-@pytest.mark.parametrize("chunk", [None, 1, 7, 64])
+@pytest.mark.parametrize("chunk", [None, 1, 7])
 def test_stream_pieces_add_up_to_generate(eager_tiny_decoder, chunk):
     decoder = eager_tiny_decoder
     config = SamplingConfig(temperature=1.0)
     whole = decoder.generate([[1, 2, 3], [4]], 30, config, seed=9)
     pieces = list(decoder.stream([[1, 2, 3], [4]], 30, config, seed=9, chunk=chunk))
     assert [sum((p[r] for p in pieces), []) for r in range(2)] == whole
-    assert len(pieces) == (1 if chunk in (None, 64) else -(-30 // chunk))
+    assert len(pieces) == (1 if chunk is None else -(-30 // chunk))
     assert len(set(whole[0])) > 5  # really sampled
 
 
@@ -344,7 +358,8 @@ _die_decoders = {}
 def die_draws(config, *, rows=64, steps=40, seed=0):
     """``rows`` x ``steps`` tokens drawn by the loop from a fake whose logits are always DIE."""
     if "die" not in _die_decoders:  # one decoder for the module: each rule compiles once
-        _die_decoders["die"] = Decoder(FakeModel([0], len(DIE), score=0.0, base=DIE))
+        _die_decoders["die"] = Decoder(FakeModel([0], len(DIE), score=0.0, base=DIE),
+                                       jit_compile=False)
     out = _die_decoders["die"].generate([[0]] * rows, steps, config, seed=seed)
     return np.array(out)
 
@@ -386,7 +401,7 @@ def test_repetition_penalty_through_the_loop_counts_the_prompt():
         return out
 
     die = FakeModel([0], 8, score=0.0, base=base)
-    decoder = Decoder(die)
+    decoder = Decoder(die, jit_compile=False)
     for prompt in ([0], [5], [1, 2, 6]):
         config = SamplingConfig(temperature=0.0, repetition_penalty=2.0)
         rows = decoder.generate([prompt], 12, config)
@@ -432,8 +447,9 @@ def test_greedy_past_the_context_equals_full_forward_passes_over_each_window(pro
     everything so far (L from :func:`window_context_length`, n_ctx 64, keep
     32), and each of its tokens is the argmax of a plain forward pass, no
     cache and no padding, over those L tokens plus the window's tokens before
-    it. Every token is checked; the reference's best and second-best logits
-    are at least 1e-3 apart, so float differences cannot flip a pick."""
+    it (one causal pass over the whole window gives all of them). Every token
+    is checked; the reference's best and second-best logits are at least 1e-3
+    apart, so float differences cannot flip a pick."""
     model = decisive_model(3, scale=16.0)  # greedy text that does not settle into a loop
     decoder = Decoder(model)
     prompt = [int(t) for t in np.random.default_rng(prompt_len).integers(0, 277, prompt_len)]
@@ -445,15 +461,14 @@ def test_greedy_past_the_context_equals_full_forward_passes_over_each_window(pro
     history, smallest_gap = list(prompt), np.inf
     for piece in pieces:
         n = window_context_length(len(history), length - (len(history) - prompt_len), 64, 32)
-        window = history[-n:]
-        assert len(window) + len(piece) <= 64
-        for token in piece:
-            logits = model([window]).numpy()[0, -1]
-            top2 = np.sort(logits)[-2:]
-            smallest_gap = min(smallest_gap, top2[1] - top2[0])
-            assert token == int(np.argmax(logits)), (len(history), len(window))
-            window.append(token)
-            history.append(token)
+        window = history[-n:] + piece
+        assert len(window) <= 64
+        # one causal pass over the window: position n - 1 + i predicts the piece's token i
+        logits = model([window]).numpy()[0, n - 1:-1]
+        top2 = np.sort(logits, axis=-1)[:, -2:]
+        smallest_gap = min(smallest_gap, float((top2[:, 1] - top2[:, 0]).min()))
+        assert piece == np.argmax(logits, axis=-1).tolist(), (len(history), n)
+        history += piece
     assert smallest_gap > 1e-3
     if length > 64:
         assert len(pieces) >= 3 and len(set(tokens[-40:])) > 10  # kept producing, varied text
