@@ -120,7 +120,12 @@ def _prompts(encoder, prefix, nsamples):
             raise GenerationError(
                 "This vocabulary has no <|endoftext|> token to start from: pass a prefix.")
         return [[encoder.eot_token]] * nsamples, [None] * nsamples
-    prefixes = [prefix] if isinstance(prefix, str) else list(prefix)
+    if isinstance(prefix, str):
+        prefixes = [prefix]
+    elif isinstance(prefix, (list, tuple)):
+        prefixes = list(prefix)
+    else:
+        prefixes = [None]  # a number, bytes...: refused just below
     if not all(isinstance(p, str) and p for p in prefixes):
         raise GenerationError("prefix must be a non-empty string or a list of non-empty strings.")
     texts = [prefixes[i % len(prefixes)] for i in range(nsamples)]
