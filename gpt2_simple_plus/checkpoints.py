@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import CheckpointError, ModelNotFoundError
+from .files import write_text_atomic
 from .hparams import load_hparams, save_hparams
 from .model import variable_shapes
 
@@ -241,25 +242,11 @@ def read_bundle(prefix):
     return {n: _get_tensor(reader, prefix, n) for n in reader.get_variable_to_shape_map()}
 
 
-def _write_text_atomic(path, text):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _write_state_file(folder, prefixes):
     names = [os.path.basename(p) for p in prefixes]
     lines = [f'model_checkpoint_path: "{names[-1]}"'] + [
         f'all_model_checkpoint_paths: "{n}"' for n in names]
-    _write_text_atomic(os.path.join(folder, STATE_FILE), "\n".join(lines) + "\n")
+    write_text_atomic(os.path.join(folder, STATE_FILE), "\n".join(lines) + "\n")
 
 
 def _remove_bundle(prefix):
@@ -340,7 +327,7 @@ def read_counter(run_dir):
 
 
 def write_counter(run_dir, step):
-    _write_text_atomic(os.path.join(run_dir, COUNTER_FILE), f"{int(step)}\n")
+    write_text_atomic(os.path.join(run_dir, COUNTER_FILE), f"{int(step)}\n")
 
 
 def copy_model_files(src, dst):

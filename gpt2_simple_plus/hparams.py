@@ -10,9 +10,9 @@
 import dataclasses
 import json
 import os
-import tempfile
 
 from .errors import HParamsError, ModelNotFoundError
+from .files import write_text_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,8 +115,7 @@ def hparams_for(size, **overrides):
 def load_hparams(folder):
     """Read ``folder/hparams.json``.
 
-        >>> import tempfile
-        >>> d = tempfile.mkdtemp()
+        >>>         >>> d = tempfile.mkdtemp()
         >>> save_hparams(d, hparams_for("tiny"))
         >>> load_hparams(d).n_layer
         2
@@ -144,14 +143,4 @@ def save_hparams(folder, hparams):
     """Write ``folder/hparams.json`` in OpenAI's layout (atomically)."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "hparams.json")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".hparams-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(hparams.to_dict(), f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_text_atomic(path, json.dumps(hparams.to_dict(), indent=2))

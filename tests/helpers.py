@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+from gpt2_simple_plus.encoder import bytes_to_unicode
 from gpt2_simple_plus.hparams import hparams_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,19 +17,6 @@ def real_vocab_dir():
     """The real GPT-2 vocabulary folder, or None when ../shared is absent."""
     ok = all(os.path.isfile(os.path.join(GPT2_VOCAB_DIR, f)) for f in ("encoder.json", "vocab.bpe"))
     return GPT2_VOCAB_DIR if ok else None
-
-
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
-        + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
 
 
 TINY_MERGES = ["Ġ t", "h e", "Ġt he", "Ġ a", "i n", "e r", "Ġ s", "o n", "Ġ w", "r e",
