@@ -242,6 +242,13 @@ def test_stream_adds_up_to_the_text(spell, args):
     assert len([p for p in pieces if p]) > 3  # really piece by piece
 
 
+def test_stream_with_a_stop_token_id_adds_up_to_the_text(spell, encoder):
+    args = dict(prefix="The cat", length=30, stop=encoder.encode(".")[0])
+    whole = gpt2.generate(spell, return_as_list=True, **args)
+    assert whole == ["The cat sat on the mat"]
+    assert "".join(gpt2.generate(spell, stream=True, **args)) == whole[0]
+
+
 @pytest.mark.parametrize("args", [dict(), dict(prefix="X", include_prefix=False),
                                   dict(prefix="\nX")])
 def test_stream_strips_leading_newlines_like_the_text(encoder, tiny_model_dir, args):
