@@ -202,7 +202,8 @@ def generate(sess, run_name="run1", checkpoint_dir="checkpoint", model_name=None
 
     if stream or callback is not None:
         pieces = _stream_text(decoder, encoder, contexts[0], prefix_texts[0], length, config,
-                              _batch_seed(seed, 0), stop_sequences, stop_strings, include_prefix)
+                              _batch_seed(seed, 0), stop_sequences, stop_strings, include_prefix,
+                              stop_ids)
         if stream:
             return _with_callback(pieces, callback)
         texts = ["".join(_with_callback(pieces, callback))]
@@ -221,6 +222,7 @@ def generate(sess, run_name="run1", checkpoint_dir="checkpoint", model_name=None
             new = decoder.generate(batch_contexts, length, config, seed=_batch_seed(seed, b),
                                    stop_sequences=stop_sequences)
             for i, tokens in zip(rows, new):
+                tokens = _without_stop_id(tokens, stop_ids)
                 text = _text_of(encoder, contexts[i], tokens, prefix_texts[i], include_prefix,
                                 stop_strings)
                 if out is not None:
@@ -234,6 +236,12 @@ def generate(sess, run_name="run1", checkpoint_dir="checkpoint", model_name=None
     return texts if return_as_list else None
 
 
+def _without_stop_id(tokens, stop_ids):
+    """``tokens`` without the stop token id the decoder cut them after (the
+    first appearance of any stop id, since the decoder stops there)."""
+    return tokens[:-1] if tokens and tokens[-1] in stop_ids else tokens
+
+
 def _with_callback(pieces, callback):
     for piece in pieces:
         if callback is not None:
@@ -242,7 +250,7 @@ def _with_callback(pieces, callback):
 
 
 def _stream_text(decoder, encoder, context, prefix_text, length, config, seed, stop_sequences,
-                 stop_strings, include_prefix):
+                 stop_strings, include_prefix, stop_ids=()):
     """Yield the text of one sample as it grows, holding back what may still
     change: an unfinished UTF-8 character, or the start of a stop string."""
     if include_prefix and prefix_text is not None:
@@ -253,6 +261,9 @@ def _stream_text(decoder, encoder, context, prefix_text, length, config, seed, s
     for piece in decoder.stream([context], length, config, seed=seed,
                                 stop_sequences=stop_sequences, chunk=1):
         tokens.extend(piece[0])
+        if tokens and tokens[-1] in stop_ids:  # a stop token id: left out, and finished
+            tokens.pop()
+            break
         tail = _tail(encoder, context, tokens, head, prefix_text)
         cut = _cut_at_stop(tail, stop_strings)
         if len(cut) < len(tail):  # a stop string appeared: finish here
