@@ -201,9 +201,9 @@ def generate(sess, run_name="run1", checkpoint_dir="checkpoint", model_name=None
     decoder = decoder_for(model)
 
     if stream or callback is not None:
-        pieces = _stream_text(decoder, encoder, contexts[0], prefix_texts[0], length, config,
-                              _batch_seed(seed, 0), stop_sequences, stop_strings, include_prefix,
-                              stop_ids)
+        pieces = _lstrip_newlines(_stream_text(
+            decoder, encoder, contexts[0], prefix_texts[0], length, config, _batch_seed(seed, 0),
+            stop_sequences, stop_strings, include_prefix, stop_ids))
         if stream:
             return _with_callback(pieces, callback)
         texts = ["".join(_with_callback(pieces, callback))]
@@ -249,6 +249,18 @@ def _with_callback(pieces, callback):
         yield piece
 
 
+def _lstrip_newlines(pieces):
+    """The pieces of a text without its leading newlines (the text's ``lstrip("\\n")``,
+    which may span several pieces)."""
+    started = False
+    for piece in pieces:
+        if not started:
+            piece = piece.lstrip("\n")
+            started = bool(piece)
+        if piece:
+            yield piece
+
+
 def _stream_text(decoder, encoder, context, prefix_text, length, config, seed, stop_sequences,
                  stop_strings, include_prefix, stop_ids=()):
     """Yield the text of one sample as it grows, holding back what may still
@@ -273,7 +285,7 @@ def _stream_text(decoder, encoder, context, prefix_text, length, config, seed, s
             safe = min(safe, len(tail) - 1)
         if safe > sent:
             text = tail[sent:safe]
-            yield text.lstrip("\n") if sent == 0 and not (include_prefix and prefix_text) else text
+            yield text
             sent = safe
     tail = _cut_at_stop(_tail(encoder, context, tokens, head, prefix_text), stop_strings)
     if len(tail) > sent:
