@@ -329,6 +329,16 @@ def test_a_stop_sequence_split_between_chunks_is_found(spell_decoder):
     assert [p[0] for p in pieces] == [[13, 14], [15, 16], [17]]
 
 
+def test_a_row_that_stopped_in_an_earlier_chunk_does_not_keep_the_loop_going(spell_decoder,
+                                                                             speller):
+    # chunk=4: row 0 stops at its 4th token (end of chunk 1), row 1 at its 6th (chunk 2)
+    pieces, calls = calls_during(speller, lambda: list(spell_decoder.stream(
+        [SPELL[:3], SPELL[:1]], 20, GREEDY, stop_sequences=[[16]], chunk=4)))
+    assert [sum((p[r] for p in pieces), []) for r in range(2)] == [[13, 14, 15, 16],
+                                                                   [11, 12, 13, 14, 15, 16]]
+    assert calls == 1 + 6, "chunk 2 ran to its end although every row had stopped"
+
+
 @pytest.fixture(scope="module")
 def eager_tiny_decoder():
     # Not XLA-compiled, to save compile time: test_generation streams through XLA.
