@@ -83,11 +83,10 @@ class Decoder:
         margin = max(stop_width - 1, 0)  # room before the output so a stop window never underflows
 
         def loop(cache, logits, pos, pad, seen, steps, seed, step0, temperature, top_p, penalty,
-                 stops):
+                 stops, done):
             self.traces += 1
             batch = logits.shape[0]  # static: each batch size has its own loop
             out = tf.fill([batch, out_len + margin], tf.constant(-2, tf.int32))
-            done = tf.zeros([batch], tf.bool)
 
             def cond(i, cache, logits, out, done, seen):
                 go = i < steps
@@ -173,7 +172,8 @@ class Decoder:
                     cache, logits, tf.constant(pos, tf.int32), pad, seen, tf.constant(steps),
                     seed, tf.constant(step), tf.constant(config.temperature or 1.0, tf.float32),
                     tf.constant(config.top_p, tf.float32),
-                    tf.constant(config.repetition_penalty, tf.float32), stops)
+                    tf.constant(config.repetition_penalty, tf.float32), stops,
+                    tf.constant(finished))  # rows stopped in an earlier call count as done
                 n = int(n)
                 out = out.numpy()[:, :n]
                 piece = [[] for _ in prompts]
