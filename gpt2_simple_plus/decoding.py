@@ -151,9 +151,17 @@ class Decoder:
             # One window: the most recent context, leaving room to generate.
             room = length - step
             longest = max(map(len, histories))
-            budget = n_ctx if longest + room <= n_ctx else max(n_ctx - room, keep)
-            context = [h[-min(budget, n_ctx - 1):] for h in histories]
-            prompt_len = min(round_up(max(map(len, context)), PROMPT_BUCKET), n_ctx - 1)
+            if longest + room <= n_ctx:  # everything fits: one window
+                context = histories
+                prompt_len = round_up(longest, PROMPT_BUCKET)
+                if prompt_len + room > n_ctx:  # no room for the rounding
+                    prompt_len = longest
+            else:  # slide: keep a bucket-aligned tail, so the window has room to generate
+                budget = max(n_ctx - room, keep) // PROMPT_BUCKET * PROMPT_BUCKET or keep
+                context = [h[-budget:] for h in histories]
+                prompt_len = round_up(max(map(len, context)), PROMPT_BUCKET)
+            prompt_len = min(prompt_len, n_ctx - 1)
+            context = [c[-prompt_len:] for c in context]
             cache_len = min(round_up(prompt_len + room, CACHE_BUCKET), n_ctx)
             span = cache_len - prompt_len  # tokens this window can hold
             prompt = np.zeros([batch, prompt_len], np.int32)

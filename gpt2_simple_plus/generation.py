@@ -28,11 +28,14 @@ from .sampling import SamplingConfig
 _decoders = weakref.WeakKeyDictionary()  # model -> its compiled Decoder
 
 
-def decoder_for(model):
-    """The :class:`~gpt2_simple_plus.decoding.Decoder` of ``model``, compiled once and kept."""
+def decoder_for(model, *, jit_compile=True):
+    """The :class:`~gpt2_simple_plus.decoding.Decoder` of ``model``, compiled once and kept.
+
+    ``jit_compile=False`` (decided on first use) skips XLA: slower decoding,
+    faster compiling, for tiny models."""
     decoder = _decoders.get(model)
     if decoder is None:
-        decoder = _decoders[model] = Decoder(model)
+        decoder = _decoders[model] = Decoder(model, jit_compile=jit_compile)
     return decoder
 
 
@@ -201,12 +204,18 @@ def generate(sess, run_name="run1", checkpoint_dir="checkpoint", model_name=None
     decoder = decoder_for(model)
 
     if stream or callback is not None:
+        if nsamples > 1 or destination_path:
+            raise GenerationError(
+                "stream=True and callback= make one sample, shown as it grows: leave nsamples=1 "
+                "and destination_path=None (or call generate without them for several samples).")
         pieces = _lstrip_newlines(_stream_text(
             decoder, encoder, contexts[0], prefix_texts[0], length, config, _batch_seed(seed, 0),
             stop_sequences, stop_strings, include_prefix, stop_ids))
         if stream:
             return _with_callback(pieces, callback)
         texts = ["".join(_with_callback(pieces, callback))]
+        if not return_as_list:
+            print(texts[0])
         return texts if return_as_list else None
 
     if nsamples == 1:

@@ -121,8 +121,9 @@ def uniform(shape, seed):
         x = (x ^ tf.bitwise.right_shift(x, tf.constant(shift, tf.uint32))) * tf.constant(
             multiplier, tf.uint32)
     x = x ^ tf.bitwise.right_shift(x, tf.constant(16, tf.uint32))
-    top24 = tf.cast(tf.bitwise.right_shift(x, tf.constant(8, tf.uint32)), tf.float32)
-    return (top24 + 0.5) * (1.0 / (1 << 24))
+    # 23 bits, so the largest value, 1 - 2**-24, is still below 1 in float32.
+    top23 = tf.cast(tf.bitwise.right_shift(x, tf.constant(9, tf.uint32)), tf.float32)
+    return (top23 + 0.5) * (1.0 / (1 << 23))
 
 
 def categorical(logits, seed):

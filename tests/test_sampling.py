@@ -444,10 +444,12 @@ def decisive_model(seed, scale=8.0, n_vocab=277):
 def window_context_length(history_len, remaining, n_ctx, keep):
     """How many recent tokens a window re-reads (the decoder's policy): all of
     them when the rest of the generation fits, else as many as leave room for
-    it, but at least ``keep`` and at most ``n_ctx - 1``."""
+    it, but at least ``keep``, rounded down to the prompt bucket (16) so the
+    window keeps room to generate, and at most ``n_ctx - 1``."""
     if history_len + remaining <= n_ctx:
         return history_len
-    return min(max(n_ctx - remaining, keep), n_ctx - 1)
+    budget = max(n_ctx - remaining, keep) // 16 * 16 or keep
+    return min(budget, n_ctx - 1)
 
 
 @pytest.mark.parametrize("prompt_len,length", [(70, 100)])
