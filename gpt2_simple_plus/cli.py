@@ -26,6 +26,7 @@ functions (``download_gpt2``, ``finetune``, ``generate``, ``encode_dataset``,
 
 import argparse
 import datetime
+import importlib
 import json
 import os
 import sys
@@ -249,8 +250,8 @@ def build_parser():
     g.add_argument("--val_dataset", help="validation data, scored every --val_every steps")
     g.add_argument("--val_fraction", type=FRACTION, default=0.0,
                    help="or keep this fraction of the dataset for validation")
-    g.add_argument("--val_every", type=POSITIVE, help="steps between validations "
-                                                       "(default: --sample_every, or 100)")
+    g.add_argument("--val_every", type=POSITIVE,
+                   help="steps between validations (default: --sample_every, or 100)")
     g.add_argument("--early_stopping_patience", type=POSITIVE,
                    help="stop after N validations without improvement")
     g.add_argument("--warmup_steps", type=COUNT, default=0,
@@ -288,10 +289,10 @@ def build_parser():
     g.add_argument("--folder", help="write the texts to files in this folder (default gen)")
     _flag(g, "--multi_gpu", default=False, help="accepted; generation uses one device")
     g = p.add_argument_group("beyond gpt-2-simple")
-    g.add_argument("--checkpoint", default="latest", help="which checkpoint of the run, "
-                                                         "e.g. model-1000")
-    g.add_argument("--stop", action="append", help="end each sample before this text "
-                                                  "(repeatable)")
+    g.add_argument("--checkpoint", default="latest",
+                   help="which checkpoint of the run, e.g. model-1000")
+    g.add_argument("--stop", action="append",
+                   help="end each sample before this text (repeatable)")
     g.add_argument("--repetition_penalty", type=_number(float, 1.0, what="a number of at least 1"),
                    default=1.0,
                    help="above 1 discourages repeats")
@@ -566,22 +567,24 @@ def _import_tensorflow_quietly():
     They are shown after all if the import fails."""
     try:
         saved = os.dup(2)
-    except OSError:  # no file descriptor 2 (some embedded interpreters)
-        import tensorflow  # noqa: F401
-        return
+    except OSError:  # no file descriptor 2 (some embedded interpreters): import as usual
+        saved = None
     with tempfile.TemporaryFile() as notes:
-        sys.stderr.flush()
-        os.dup2(notes.fileno(), 2)
+        if saved is not None:
+            sys.stderr.flush()
+            os.dup2(notes.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            importlib.import_module("tensorflow")
         except BaseException:
-            os.dup2(saved, 2)
-            notes.seek(0)
-            sys.stderr.write(notes.read().decode("utf-8", "replace"))
+            if saved is not None:
+                os.dup2(saved, 2)
+                notes.seek(0)
+                sys.stderr.write(notes.read().decode("utf-8", "replace"))
             raise
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
 
 
 def _one_line(err):

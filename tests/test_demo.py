@@ -73,8 +73,9 @@ def test_demo_with_a_model_that_cannot_be_downloaded(tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
+        mirror = f"http://127.0.0.1:{server.server_port}"
         result = run_cli("demo", "--model", "124M", "--out", "d", cwd=tmp_path,
-                         env={"GPT2_SIMPLE_PLUS_BASE_URL": f"http://127.0.0.1:{server.server_port}"})
+                         env={"GPT2_SIMPLE_PLUS_BASE_URL": mirror})
     finally:
         server.shutdown()
         server.server_close()
