@@ -7,12 +7,10 @@ with Google Drive replaced by a folder (``GPT2_SIMPLE_PLUS_DRIVE_ROOT``).
 
 import os
 
-import pytest
+import nbclient  # the test extra installs nbclient, nbformat and ipykernel (the kernel)
+import nbformat
 
 import helpers
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = os.path.join(helpers.REPO, "notebooks")
 
