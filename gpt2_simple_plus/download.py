@@ -213,7 +213,9 @@ def _network_problem(err, timeout):
     if isinstance(err, requests.exceptions.SSLError):
         return f"the secure connection failed ({_short(err)})", False
     if any(isinstance(c, ConnectionRefusedError) for c in causes):
-        return "the connection was refused (no server is listening at that address)", True
+        # Not retried: an offline machine or a wrong mirror address will not change in
+        # the 30 s that backing off would make a beginner wait.
+        return "the connection was refused (no server is listening at that address)", False
     # urllib3's NewConnectionError derives from its TimeoutError: refused is checked first.
     timeouts = (socket.timeout, urllib3.exceptions.ReadTimeoutError,
                 urllib3.exceptions.ConnectTimeoutError, requests.exceptions.Timeout)
