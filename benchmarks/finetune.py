@@ -27,6 +27,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = os.environ.get("GPT2_VOCAB_DIR", os.path.join(REPO, "..", "shared", "gpt2-vocab"))
 LINE = re.compile(r"^\[(\d+) \| ([\d.]+)\] loss=([\d.]+|nan) avg=")
 
+# Run first in every subprocess: notes the process's CPU time (all threads) when each
+# step line is printed, so a busy machine can be told from a slow system.
+PRELUDE = """
+import json, sys, time
+class _Stamps:
+    def __init__(self, out):
+        self.out, self.cpu = out, []
+    def write(self, s):
+        if "] loss=" in s:
+            self.cpu.append(time.process_time())
+        return self.out.write(s)
+    def __getattr__(self, name):
+        return getattr(self.out, name)
+sys.stdout = _Stamps(sys.stdout)
+"""
+EPILOGUE = """
+print("CPU_TIMES", json.dumps(sys.stdout.cpu))
+"""
+
 # name -> (description, code run in the subprocess). {steps} is warm-up + measured.
 PLUS = """
 import resource, sys
@@ -88,7 +107,7 @@ SYSTEMS = {
     "hf-adamw": ("transformers GPT2LMHeadModel, PyTorch CPU, AdamW", HUGGING_FACE,
                  {"optimizer": "AdamW"}),
 }
-DEFAULT = ["plus-fp32", "plus-bf16", "plus-fp32-msg", "gpt-2-simple", "hf-adamw"]
+DEFAULT = ["plus-fp32", "plus-bf16", "plus-fp32-msg", "plus-fp32-xla", "gpt-2-simple", "hf-adamw"]
 
 
 def make_workspace(folder):
@@ -121,28 +140,34 @@ def make_workspace(folder):
 
 def run(name, folder, steps, warmup, threads):
     title, template, fmt = SYSTEMS[name]
-    code = textwrap.dedent(template).format(repo=REPO, steps=steps, **fmt)
+    code = PRELUDE + textwrap.dedent(template).format(repo=REPO, steps=steps, **fmt) + EPILOGUE
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
     if threads:
         env.update(OMP_NUM_THREADS=str(threads))
     proc = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env,
                           capture_output=True, text=True)
-    times = {}
+    times, order, cpu = {}, [], []
     peak = None
     for line in proc.stdout.splitlines():
         m = LINE.match(line)
         if m:
             times[int(m.group(1))] = float(m.group(2))
+            order.append(int(m.group(1)))
         elif line.startswith("PEAK_RSS_KB"):
             peak = int(line.split()[1]) / 1024
+        elif line.startswith("CPU_TIMES"):
+            cpu = json.loads(line.split(" ", 1)[1])
+    cpu_at = dict(zip(order, cpu))
     first = min(times) if times else 0
     if proc.returncode or len(times) <= warmup + 1:
         sys.stderr.write(f"{name} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n"
                          f"{proc.stderr[-4000:]}\n")
-        return {"name": name, "title": title, "sec_per_step": None, "peak_mb": peak}
+        return {"name": name, "title": title, "sec_per_step": None, "cpu_sec_per_step": None,
+                "peak_mb": peak}
     a, b = first + warmup, max(times)
+    cpu_per_step = (cpu_at[b] - cpu_at[a]) / (b - a) if a in cpu_at and b in cpu_at else None
     return {"name": name, "title": title, "sec_per_step": (times[b] - times[a]) / (b - a),
-            "peak_mb": peak, "steps_measured": b - a}
+            "cpu_sec_per_step": cpu_per_step, "peak_mb": peak, "steps_measured": b - a}
 
 
 def main():
@@ -173,15 +198,22 @@ def main():
 
     base = next((r for r in results if r["name"] == "gpt-2-simple" and r["sec_per_step"]), None)
     print(f"\n124M, batch 1 x 1024 tokens, Adam, accumulate 1; {os.cpu_count()} CPU cores; "
-          f"seconds per step over {args.steps} steps after {args.warmup} warm-up steps\n")
-    print(f"| {'system':52} | s/step | speed vs gpt-2-simple | peak RSS MB | memory vs gpt-2-simple |")
-    print(f"|{'-' * 54}|-------:|----------------------:|------------:|-----------------------:|")
+          f"seconds per step over {args.steps} steps after {args.warmup} warm-up steps; "
+          f"CPU s/step is the process's CPU time (all threads) per step\n")
+    print(f"| {'system':52} | s/step | speed vs gpt-2-simple | CPU s/step | peak RSS MB "
+          f"| memory vs gpt-2-simple |")
+    print(f"|{'-' * 54}|-------:|----------------------:|-----------:|------------:"
+          f"|-----------------------:|")
+
+    def fmt(x, spec):
+        return "-" if x is None else format(x, spec)
+
     for r in results:
-        s, m = r["sec_per_step"], r["peak_mb"]
+        s, c, m = r["sec_per_step"], r["cpu_sec_per_step"], r["peak_mb"]
         speed = f"{base['sec_per_step'] / s:.2f}x" if base and s else "-"
         mem = f"{m / base['peak_mb']:.2f}x" if base and m and base["peak_mb"] else "-"
-        print(f"| {r['title']:52} | {s if s is None else f'{s:6.2f}'} | {speed:>21} | "
-              f"{m if m is None else f'{m:11.0f}'} | {mem:>22} |")
+        print(f"| {r['title']:52} | {fmt(s, '6.2f'):>6} | {speed:>21} | {fmt(c, '10.2f'):>10} "
+              f"| {fmt(m, '11.0f'):>11} | {mem:>22} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -6,6 +6,10 @@
   0.01 by default) on the weight matrices, not on biases or LayerNorm gains.
 * ``"sgd"``: ``var -= learning_rate * grad``.
 
+Each update is TensorFlow's fused kernel (``ResourceApplyAdam`` ...: one pass
+over memory instead of a dozen) unless ``fused=False``, which spells the same
+arithmetic out in ``assign`` calls, as ``tf.distribute`` variables need.
+
 The state (moments and step count) lives in ``tf.Variable`` objects named
 after the model's variables (``optimizer/model/wte/m`` ...), so it can be saved
 with a run and restored exactly.
@@ -34,8 +38,9 @@ class Optimizer:
     name = None
     slot_names = ()
 
-    def __init__(self, variables):
+    def __init__(self, variables, fused=True):
         self.variables = dict(variables)
+        self.fused = fused  # one TensorFlow kernel per update (not with tf.distribute variables)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="optimizer/step")
         self.slots = {
             (n, s): tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False,
@@ -81,7 +86,10 @@ class SGD(Optimizer):
     name = "sgd"
 
     def update(self, name, var, g, lr, t):
-        var.assign_sub(lr * g)
+        if self.fused:
+            tf.raw_ops.ResourceApplyGradientDescent(var=var.handle, alpha=lr, delta=g)
+        else:
+            var.assign_sub(lr * g)
 
 
 class Adam(Optimizer):
@@ -90,13 +98,19 @@ class Adam(Optimizer):
     name = "adam"
     slot_names = ("m", "v")
 
-    def __init__(self, variables, beta1=0.9, beta2=0.999, epsilon=1e-8):
-        super().__init__(variables)
+    def __init__(self, variables, beta1=0.9, beta2=0.999, epsilon=1e-8, fused=True):
+        super().__init__(variables, fused)
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
 
     def update(self, name, var, g, lr, t):
         b1, b2 = self.beta1, self.beta2
         m, v = self.slots[name, "m"], self.slots[name, "v"]
+        if self.fused:  # the same arithmetic in one pass over memory
+            tf.raw_ops.ResourceApplyAdam(
+                var=var.handle, m=m.handle, v=v.handle, beta1_power=tf.pow(b1, t),
+                beta2_power=tf.pow(b2, t), lr=lr, beta1=b1, beta2=b2, epsilon=self.epsilon,
+                grad=g)
+            return
         m.assign(b1 * m + (1.0 - b1) * g)
         v.assign(b2 * v + (1.0 - b2) * tf.square(g))
         step_size = lr * tf.sqrt(1.0 - tf.pow(b2, t)) / (1.0 - tf.pow(b1, t))
@@ -118,7 +132,7 @@ class AdamW(Adam):
         super().update(name, var, g, lr, t)
 
 
-def make_optimizer(name, variables, *, weight_decay=0.01):
+def make_optimizer(name, variables, *, weight_decay=0.01, fused=True):
     """The optimizer called ``name`` (``"adam"``, ``"adamw"`` or ``"sgd"``) over ``variables``.
 
         >>> make_optimizer("adagrad", {})
@@ -128,9 +142,9 @@ def make_optimizer(name, variables, *, weight_decay=0.01):
     """
     key = str(name).lower()
     if key == "adam":
-        return Adam(variables)
+        return Adam(variables, fused=fused)
     if key == "adamw":
-        return AdamW(variables, weight_decay=weight_decay)
+        return AdamW(variables, weight_decay=weight_decay, fused=fused)
     if key == "sgd":
-        return SGD(variables)
+        return SGD(variables, fused=fused)
     raise TrainingError(f"Unknown optimizer {name!r}. Choose one of: {', '.join(OPTIMIZERS)}.")

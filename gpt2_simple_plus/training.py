@@ -109,8 +109,8 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
       loss scaling); the weights stay float32 either way.
     * ``strategy``: any ``tf.distribute`` strategy; the batch is split across
       its replicas, so ``batch_size`` must be a multiple of their number.
-    * ``jit_compile``: compile the step with XLA (``None`` picks what measured
-      faster on this kind of machine).
+    * ``jit_compile``: compile the step with XLA (``None``: what measured faster,
+      see :func:`default_jit_compile`).
 
     After training, ``sess`` holds the trained model: ``gpt2.generate(sess)``
     samples from it.
@@ -185,7 +185,7 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         raise TrainingError(f"batch_size={batch_size} cannot be split evenly over {replicas} "
                             f"devices: use a multiple of {replicas}.")
     if jit_compile is None:
-        jit_compile = strategy is None and default_jit_compile()
+        jit_compile = strategy is None and default_jit_compile(precision)
 
     ckpt = _checkpoint_to_restore(restore_from, run_dir, base_dir)
     if ckpt is None:
@@ -200,7 +200,9 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         del weights
         trained = {n: v for n, v in model.weights.items()
                    if not only_train_transformer_layers or "/h" in n}
-        opt = make_optimizer(optimizer_name, trained, weight_decay=weight_decay)
+        # TensorFlow's fused update kernels; XLA fuses the spelled-out arithmetic better
+        opt = make_optimizer(optimizer_name, trained, weight_decay=weight_decay,
+                             fused=strategy is None and not jit_compile)
         scaler = LossScale() if precision == "float16" else None
 
     # -- the data -------------------------------------------------------------
@@ -233,7 +235,9 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
     if restore_from == "latest" and os.path.exists(os.path.join(run_dir, "counter")):
         counter = checkpoints.read_counter(run_dir) + 1
     counter_base = counter
-    if ckpt is not None and os.path.dirname(os.path.abspath(ckpt)) != os.path.abspath(base_dir):
+    from_base = base_dir is not None and \
+        os.path.dirname(os.path.abspath(ckpt or "")) == os.path.abspath(base_dir)
+    if ckpt is not None and not from_base:  # a run's checkpoint: continue its optimizer too
         _restore_train_state(ckpt, opt, sampler, scaler)
 
     train_step = make_train_step(model, opt, strategy=strategy, scaler=scaler,
@@ -491,8 +495,14 @@ def make_eval_step(model, *, jit_compile=False):
     return tf.function(evaluate, jit_compile=bool(jit_compile), autograph=False)
 
 
-def default_jit_compile():
-    """Whether XLA compiles the train step by default (where it measured faster)."""
+def default_jit_compile(precision):
+    """Whether XLA compiles the train step by default: where it measured faster.
+
+    Measured on CPU (benchmarks/finetune.py, 124M): TensorFlow's own kernels
+    (oneDNN matmuls, fused Adam) beat XLA in float32 (5.6 s/step against 10.9)
+    and in bfloat16, where XLA's matmuls are no faster than float32 ones. So
+    nowhere yet; pass ``jit_compile=True`` to try it on a GPU.
+    """
     return False
 
 

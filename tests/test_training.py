@@ -77,8 +77,8 @@ def test_a_tiny_model_learns_a_repeated_text(work, tiny_model_dir, capsys):
     before = training.trace_counts["train_step"]
     sess = gpt2.start_tf_sess()
     tune(sess, tiny_model_dir, "abc.txt", steps=120, learning_rate=3e-3, print_every=10,
-         sample_every=60,
-         sample_length=20, val_fraction=0.1, val_every=40)
+         sample_every=60, sample_length=20, val_fraction=0.1, val_every=40,
+         jit_compile=True)  # the whole step through XLA (the other tests use plain TF)
     out = capsys.readouterr().out
     lines = printed(out)
     assert sorted(lines) == list(range(10, 121, 10))
@@ -238,10 +238,11 @@ def test_a_separate_validation_dataset(work, tiny_model_dir, capsys):
 
 # -- the compiled step: optimizers, accumulation, recompute, precision ----------------
 
-def test_adam_matches_tf_compat_v1_adam():
+@pytest.mark.parametrize("fused", [True, False])
+def test_adam_matches_tf_compat_v1_adam(fused):
     grads = [np.array([[0.5, -1.0], [2.0, 0.1]], np.float32) * k for k in (1, -2, 3)]
     ours = {"w": tf.Variable(np.ones((2, 2), np.float32))}
-    opt = make_optimizer("adam", ours)
+    opt = make_optimizer("adam", ours, fused=fused)
     theirs = tf.Variable(np.ones((2, 2), np.float32))
     v1 = tf.compat.v1.train.AdamOptimizer(learning_rate=0.01)
     for g in grads:
@@ -383,6 +384,11 @@ def test_from_scratch_then_another_model_in_the_same_process(work, tiny_model_di
     assert "Initialising a new model from random weights" in out
     assert checkpoints.load_model("checkpoint/scratch").hparams == hparams_for("tiny", n_vocab=277)
     assert len(gpt2.generate(sess, return_as_list=True, length=5, seed=0)) == 1
+    tune(sess, tiny_model_dir, model_name=None, hparams="tiny", vocab_dir=tiny_model_dir,
+         run_name="scratch", steps=1)  # continues the run, optimizer state and all
+    out = capsys.readouterr().out
+    assert "Loading checkpoint checkpoint/scratch/model-3" in out and sorted(printed(out)) == [4]
+    assert "optimizer starts afresh" not in out
 
     custom = HParams(n_vocab=277, n_ctx=32, n_embd=16, n_head=2, n_layer=1)
     tune(sess, tiny_model_dir, model_name=None, hparams=custom, vocab_dir=tiny_model_dir,
