@@ -4,6 +4,9 @@
     python benchmarks/generate.py            # all systems, ~10 minutes on 2 cores
     python benchmarks/generate.py --only gpt2_simple_plus --runs 2
 
+``gpt2_simple_plus bf16`` is the opt-in ``load_gpt2(compute_dtype="bfloat16")``
+path, shown for information; the targets compare float32 against the peers.
+
 Each system runs in its own subprocess (gpt-2-simple switches TensorFlow to
 graph mode for the whole process) and reports tokens/s at batch 1 and batch 8
 for 128 new tokens after a 2-token prompt ("Hello world"), sampling at
@@ -49,6 +52,17 @@ SCRIPTS = {
         import gpt2_simple_plus as gpt2
         sess = gpt2.start_tf_sess()
         gpt2.load_gpt2(sess, model_name="124M", model_dir=MODEL_DIR)
+        def run(batch):
+            texts = gpt2.generate(sess, prefix=PROMPT, length=N, temperature=T, nsamples=batch,
+                                  batch_size=batch, return_as_list=True)
+            assert len(texts) == batch
+        run(1); print("FIRST", flush=True)
+        report(run)
+    """,
+    "gpt2_simple_plus bf16": """
+        import gpt2_simple_plus as gpt2
+        sess = gpt2.start_tf_sess()
+        gpt2.load_gpt2(sess, model_name="124M", model_dir=MODEL_DIR, compute_dtype="bfloat16")
         def run(batch):
             texts = gpt2.generate(sess, prefix=PROMPT, length=N, temperature=T, nsamples=batch,
                                   batch_size=batch, return_as_list=True)
@@ -181,7 +195,8 @@ def main(argv=None):
         else:
             print(f"{name:24} {r['b1']:14.1f} {r['b8']:14.1f} {r['first']:13.1f}")
     ours = results.get("gpt2_simple_plus", {})
-    peers = {n: r for n, r in results.items() if n != "gpt2_simple_plus" and "error" not in r}
+    peers = {n: r for n, r in results.items()
+             if not n.startswith("gpt2_simple_plus") and "error" not in r}
     if "b1" in ours and peers:
         for key, target in (("b1", 1.4), ("b8", 1.8)):
             best_name = max(peers, key=lambda n: peers[n][key])
