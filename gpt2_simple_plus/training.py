@@ -340,7 +340,7 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
             tokens = tf.constant(tokens.reshape(accumulate_gradients, batch_size, window))
             loss = train_step(tokens, tf.constant(learning_rate_at(counter), tf.float32))
 
-            if counter % print_every == 0:
+            if print_every and counter % print_every == 0:
                 v_loss = float(loss)
                 avg_loss = (avg_loss[0] * 0.99 + v_loss, avg_loss[1] * 0.99 + 1.0)
                 _print("[{counter} | {time:2.2f}] loss={loss:2.2f} avg={avg:2.2f}".format(
