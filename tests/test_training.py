@@ -461,3 +461,13 @@ def test_runs_go_both_ways_with_gpt2_simple(tmp_path, gpt2_vocab_dir, monkeypatc
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Loading checkpoint checkpoint/shared/model-4" in proc.stdout
     assert "SAMPLE 1" in proc.stdout
+
+
+def test_doctests():
+    import doctest
+
+    from gpt2_simple_plus import optimizers
+
+    for module in (training, optimizers):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 3 and result.failed == 0, module.__name__
