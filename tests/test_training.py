@@ -412,9 +412,14 @@ def test_dataset_kinds_and_a_dataset_shorter_than_the_window(work, tiny_model_di
     assert "training on" in out and "-token windows" in out  # shorter than n_ctx=64
     model_dir, name = os.path.split(tiny_model_dir)
     gpt2.encode_dataset("data.txt", model_dir=model_dir, model_name=name, out_path="d.npz")
-    tune(sess, tiny_model_dir, dataset="d.npz", steps=2, run_name="npz")
+    tune(sess, tiny_model_dir, dataset="d.npz", steps=2, run_name="npz",
+         only_train_transformer_layers=True)
     out = capsys.readouterr().out
     assert "dataset has" in out and sorted(printed(out)) == [1, 2]
+    # only the transformer blocks moved; the embeddings are as downloaded
+    base, tuned = run_weights(tiny_model_dir), run_weights("checkpoint/npz")
+    assert all(np.array_equal(base[n], tuned[n]) for n in ("model/wte", "model/wpe"))
+    assert not np.array_equal(base["model/h0/mlp/c_fc/w"], tuned["model/h0/mlp/c_fc/w"])
     # the encoded dataset is cached beside the run and reused
     tune(sess, tiny_model_dir, dataset="rows.csv", steps=1, run_name="csv")
     assert "Using the dataset encoded before" in capsys.readouterr().out
