@@ -77,8 +77,10 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
       ``counter``), ``"fresh"`` starts again from ``model_dir/model_name``, or a
       folder holding a checkpoint.
     * ``batch_size`` windows per micro-batch; ``accumulate_gradients``
-      micro-batches per step (their gradients averaged); ``learning_rate``;
-      ``optimizer`` (``"adam"``, ``"adamw"`` or ``"sgd"``).
+      micro-batches per step (their gradients averaged; gpt-2-simple summed
+      them, which Adam hardly notices but SGD does: multiply an SGD
+      ``learning_rate`` by ``accumulate_gradients`` to match such a run);
+      ``learning_rate``; ``optimizer`` (``"adam"``, ``"adamw"`` or ``"sgd"``).
     * ``print_every`` / ``sample_every`` / ``save_every`` steps: print the
       ``[step | seconds] loss=… avg=…`` line, write ``sample_num`` samples of
       ``sample_length`` tokens (temperature 1, top_k 40) to
@@ -101,7 +103,8 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
       every chunk): every ``val_every`` steps (default ``sample_every``) print the
       validation loss and perplexity on a fixed set of windows.
       ``early_stopping_patience=N`` stops after N validations without
-      improvement; the run's final checkpoint then holds the best weights.
+      improvement; the run's final checkpoint then holds the best weights
+      (kept in memory meanwhile: one more copy of the model).
     * ``warmup_steps`` (linear warm-up), ``lr_decay`` (``"cosine"`` or
       ``"linear"`` to 0 at the last step), ``max_grad_norm`` (clip the global
       gradient norm), ``weight_decay`` (``"adamw"`` only).
