@@ -47,29 +47,21 @@ COMMON = textwrap.dedent("""
         print(json.dumps({{"b1": best(fn, 1), "b8": best(fn, 8)}}), flush=True)
 """).format(prompt=PROMPT, ids=PROMPT_IDS, n=NEW_TOKENS, t=TEMPERATURE)
 
+PLUS = """
+    import gpt2_simple_plus as gpt2
+    sess = gpt2.start_tf_sess()
+    gpt2.load_gpt2(sess, model_name="124M", model_dir=MODEL_DIR, compute_dtype="{dtype}")
+    def run(batch):
+        texts = gpt2.generate(sess, prefix=PROMPT, length=N, temperature=T, nsamples=batch,
+                              batch_size=batch, return_as_list=True)
+        assert len(texts) == batch
+    run(1); print("FIRST", flush=True)
+    report(run)
+"""
+
 SCRIPTS = {
-    "gpt2_simple_plus": """
-        import gpt2_simple_plus as gpt2
-        sess = gpt2.start_tf_sess()
-        gpt2.load_gpt2(sess, model_name="124M", model_dir=MODEL_DIR)
-        def run(batch):
-            texts = gpt2.generate(sess, prefix=PROMPT, length=N, temperature=T, nsamples=batch,
-                                  batch_size=batch, return_as_list=True)
-            assert len(texts) == batch
-        run(1); print("FIRST", flush=True)
-        report(run)
-    """,
-    "gpt2_simple_plus bf16": """
-        import gpt2_simple_plus as gpt2
-        sess = gpt2.start_tf_sess()
-        gpt2.load_gpt2(sess, model_name="124M", model_dir=MODEL_DIR, compute_dtype="bfloat16")
-        def run(batch):
-            texts = gpt2.generate(sess, prefix=PROMPT, length=N, temperature=T, nsamples=batch,
-                                  batch_size=batch, return_as_list=True)
-            assert len(texts) == batch
-        run(1); print("FIRST", flush=True)
-        report(run)
-    """,
+    "gpt2_simple_plus": PLUS.format(dtype="float32"),
+    "gpt2_simple_plus bf16": PLUS.format(dtype="bfloat16"),
     "gpt-2-simple 0.8.1": """
         import gpt_2_simple as gpt2
         sess = gpt2.start_tf_sess()

@@ -1,5 +1,6 @@
 """Builders shared by the tests: tiny vocabularies, tiny random models, subprocess runs."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -64,3 +65,18 @@ def run_python(code, *, cwd, timeout=600, env=None):
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+def openai_encoder_module():
+    """OpenAI's original encoder.py from gpt-2-simple's files, loaded by path only
+    (``import gpt_2_simple`` would switch TensorFlow out of eager mode)."""
+    import pytest
+
+    spec = importlib.util.find_spec("gpt_2_simple")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("gpt-2-simple is not installed")
+    path = os.path.join(spec.submodule_search_locations[0], "src", "encoder.py")
+    module_spec = importlib.util.spec_from_file_location("_openai_gpt2_encoder", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module

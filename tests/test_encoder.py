@@ -8,7 +8,6 @@ hand-made vocabularies and run without ../shared.
 """
 
 import doctest
-import importlib.util
 import itertools
 import json
 import os
@@ -100,16 +99,7 @@ def hf_gpt2(gpt2_vocab_dir):
     return hf_byte_level_bpe(gpt2_vocab_dir)
 
 
-def openai_encoder_module():
-    """OpenAI's original encoder.py, loaded from gpt-2-simple's files by path."""
-    spec = importlib.util.find_spec("gpt_2_simple")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("gpt-2-simple is not installed")
-    path = os.path.join(spec.submodule_search_locations[0], "src", "encoder.py")
-    module_spec = importlib.util.spec_from_file_location("_openai_gpt2_encoder", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+openai_encoder_module = helpers.openai_encoder_module
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,12 @@ and both must give the ids Hugging Face's trained tokenizer gives.
 """
 
 import doctest
-import importlib.util
 import json
 import os
 
 import pytest
+
+import helpers
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -42,17 +43,7 @@ def corpus_text():
     return "\n\n".join(topics[key] for key in sorted(topics))
 
 
-def openai_encoder_module():
-    """OpenAI's original encoder.py from gpt-2-simple's files, loaded by path only
-    (``import gpt_2_simple`` would switch TensorFlow out of eager mode)."""
-    spec = importlib.util.find_spec("gpt_2_simple")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("gpt-2-simple is not installed")
-    path = os.path.join(spec.submodule_search_locations[0], "src", "encoder.py")
-    module_spec = importlib.util.spec_from_file_location("_openai_gpt2_encoder_tt", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+openai_encoder_module = helpers.openai_encoder_module
 
 
 @pytest.fixture(scope="module")
