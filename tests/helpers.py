@@ -80,3 +80,23 @@ def openai_encoder_module():
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module
+
+
+def decisive_weights(hparams, seed, scale=8.0):
+    """GPT-2's random init made sharper: matrices scaled by ``scale`` and random
+    LayerNorm parameters, so logits spread over several units and greedy picks
+    are clear (the plain init makes greedy decoding repeat one token)."""
+    import numpy as np
+
+    from gpt2_simple_plus.model import random_weights
+
+    rng = np.random.default_rng(seed)
+    weights = random_weights(hparams, seed)
+    for name, value in weights.items():
+        if name.endswith("/g"):
+            weights[name] = (1 + 0.1 * rng.standard_normal(value.shape)).astype(np.float32)
+        elif name.endswith("/b"):
+            weights[name] = (0.1 * rng.standard_normal(value.shape)).astype(np.float32)
+        else:
+            weights[name] = value * np.float32(scale)
+    return weights

@@ -19,7 +19,6 @@ import helpers
 from gpt2_simple_plus.checkpoints import (latest_checkpoint, load_model, read_counter,
                                           save_checkpoint)
 from gpt2_simple_plus.hparams import hparams_for
-from gpt2_simple_plus.model import random_weights
 
 pytestmark = pytest.mark.slow
 
@@ -181,19 +180,7 @@ print("RESULT " + json.dumps({"text": text, "prefix_tokens": enc.encode(ARGS["pr
 """
 
 
-def decisive_weights(hparams, seed):
-    """GPT-2's random init made sharper: larger matrices and random LayerNorm
-    parameters, so logits spread over several units and greedy picks are clear."""
-    rng = np.random.default_rng(seed)
-    weights = random_weights(hparams, seed)
-    for name, value in weights.items():
-        if name.endswith("/g"):
-            weights[name] = (1 + 0.1 * rng.standard_normal(value.shape)).astype(np.float32)
-        elif name.endswith("/b"):
-            weights[name] = (0.1 * rng.standard_normal(value.shape)).astype(np.float32)
-        else:
-            weights[name] = value * np.float32(8)
-    return weights
+decisive_weights = helpers.decisive_weights
 
 
 def test_run_saved_here_loads_in_gpt2_simple_and_generates_the_same_text(tmp_path,

@@ -14,11 +14,13 @@ import types
 
 import numpy as np
 import pytest
+
+import helpers
 import tensorflow as tf
 
 from gpt2_simple_plus.decoding import Decoder
 from gpt2_simple_plus.hparams import hparams_for
-from gpt2_simple_plus.model import GPT2, random_weights
+from gpt2_simple_plus.model import GPT2
 from gpt2_simple_plus.sampling import (NEG_INF, SamplingConfig, categorical, filter_logits,
                                        next_token, penalize_repetition, top_k_logits,
                                        top_p_logits, uniform)
@@ -429,15 +431,7 @@ def decisive_model(seed, scale=8.0, n_vocab=277):
     """A random tiny GPT-2 (n_ctx 64) with sharpened weights, so greedy picks
     are far apart (no near-ties) and the text varies."""
     hparams = hparams_for("tiny", n_vocab=n_vocab)
-    rng = np.random.default_rng(seed)
-    weights = random_weights(hparams, seed)
-    for name, value in weights.items():
-        if name.endswith("/g"):
-            weights[name] = (1 + 0.1 * rng.standard_normal(value.shape)).astype(np.float32)
-        elif name.endswith("/b"):
-            weights[name] = (0.1 * rng.standard_normal(value.shape)).astype(np.float32)
-        else:
-            weights[name] = value * np.float32(scale)
+    weights = helpers.decisive_weights(hparams, seed, scale)
     return GPT2(hparams, weights)
 
 
