@@ -76,8 +76,12 @@ def random_weights(hparams, seed=None):
 # The layers, as in the paper.
 
 def gelu(x):
-    """GPT-2's tanh approximation of GELU."""
-    return 0.5 * x * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+    """GPT-2's tanh approximation of GELU:
+    ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.
+
+    TensorFlow's own op computes exactly that, and oneDNN fuses it into the
+    preceding matmul on CPU."""
+    return tf.nn.gelu(x, approximate=True)
 
 
 def norm(x, g, b, *, epsilon=1e-5):
@@ -91,9 +95,14 @@ def norm(x, g, b, *, epsilon=1e-5):
 
 
 def conv1d(x, w, b):
-    """OpenAI's "conv1d": a dense layer whose weight is stored as ``[1, nx, nf]``."""
+    """OpenAI's "conv1d": a dense layer whose weight is stored as ``[1, nx, nf]``.
+
+    Computed as one 2-D matmul plus ``bias_add`` (the form oneDNN fuses, with a
+    following GELU, into one kernel)."""
     w = tf.cast(w[0], x.dtype)
-    return tf.einsum("btx,xf->btf", x, w) + tf.cast(b, x.dtype)
+    nx, nf = w.shape
+    y = tf.nn.bias_add(tf.matmul(tf.reshape(x, [-1, nx]), w), tf.cast(b, x.dtype))
+    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [nf]], 0))
 
 
 def split_heads(x, n_head):
@@ -134,6 +143,36 @@ def multihead_attn(q, k, v, mask):
     return tf.matmul(tf.cast(w, v.dtype), v)
 
 
+# Query block of :func:`causal_attn`; 256 measured fastest for training at 1024 tokens.
+ATTN_BLOCK = 256
+
+
+def causal_attn(q, k, v, block=None):
+    """Causal attention over a whole sequence (no cache, no padding), a block of
+    queries at a time: block ``j`` multiplies only the keys up to its own end,
+    so the masked upper triangle is never computed (5/8 of the work at 1024
+    tokens with blocks of 256). Equal to :func:`multihead_attn` with the causal mask.
+    """
+    n, block = q.shape[2], block or ATTN_BLOCK
+    sizes = [min(block, n - i) for i in range(0, n, block)]
+    q = q * tf.cast(1.0 / math.sqrt(q.shape[-1]), q.dtype)  # a power of two for GPT-2: exact
+    if len(sizes) > 1:  # split/concat, whose gradients are cheap copies (slicing's are not)
+        qs, ks, vs = (tf.split(t, sizes, axis=2) for t in (q, k, v))
+    else:
+        qs, ks, vs = [q], [k], [v]
+    out = []
+    for j, size in enumerate(sizes):
+        keys = tf.concat(ks[:j + 1], axis=2) if j else ks[0]
+        values = tf.concat(vs[:j + 1], axis=2) if j else vs[0]
+        i = tf.range(size)
+        future = tf.where(i[None, :] <= i[:, None], 0.0, -1e10)  # the diagonal block
+        bias = tf.concat([tf.zeros([size, keys.shape[2] - size]), future], 1) if j else future
+        w = tf.cast(tf.matmul(qs[j], keys, transpose_b=True), tf.float32)
+        w = tf.nn.softmax(w + bias, axis=-1)
+        out.append(tf.matmul(tf.cast(w, values.dtype), values))
+    return tf.concat(out, axis=2) if len(out) > 1 else out[0]
+
+
 def write_cache(cache, kv, pos):
     """Store ``kv`` ``[2, batch, heads, n, d]`` into ``cache`` at sequence position ``pos``, in place."""
     pos = tf.cast(pos, tf.int32)
@@ -154,10 +193,12 @@ def attn(x, w, prefix, *, n_head, cache, pos, pad):
     if cache is not None:
         cache = write_cache(cache, tf.stack([k, v]), pos)
         k, v = cache[0], cache[1]
-        mask = attention_mask(tf.shape(q)[2], tf.shape(k)[2], pos, pad)
+        a = multihead_attn(q, k, v, attention_mask(tf.shape(q)[2], tf.shape(k)[2], pos, pad))
+    elif pad is None and q.shape[2] is not None:  # training: a whole, unpadded sequence
+        a = causal_attn(q, k, v)
     else:
-        mask = attention_mask(tf.shape(q)[2], tf.shape(k)[2], 0, pad)
-    a = merge_heads(multihead_attn(q, k, v, mask))
+        a = multihead_attn(q, k, v, attention_mask(tf.shape(q)[2], tf.shape(k)[2], 0, pad))
+    a = merge_heads(a)
     return conv1d(a, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"]), cache
 
 

@@ -419,9 +419,36 @@ class LossScale:
 def lm_loss(model, tokens, *, recompute=False):
     """Mean next-token cross-entropy of ``tokens`` ``[batch, seq]`` (float32)."""
     h, _ = model.forward(tokens, recompute=recompute)
-    logits = model.logits(h[:, :-1])
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tokens[:, 1:], logits=logits))
+    batch, seq = tf.shape(tokens)[0], tf.shape(tokens)[1]
+    # Every position goes through the head; the last has no next token and weight 0
+    # (cheaper than slicing h, whose gradient is a slow copy).
+    labels = tf.concat([tokens[:, 1:], tf.zeros_like(tokens[:, :1])], axis=1)
+    weights = tf.concat([tf.ones([batch, seq - 1]), tf.zeros([batch, 1])], axis=1)
+    return tied_head_cross_entropy(tf.reshape(h, [-1, h.shape[-1]]), model.wte,
+                                   tf.reshape(labels, [-1]), tf.reshape(weights, [-1]))
+
+
+def tied_head_cross_entropy(h, wte, labels, weights):
+    """``sum(weights * cross_entropy(h · wteᵀ, labels)) / sum(weights)`` with a hand-written
+    gradient: the softmax kernel's own ``softmax - onehot`` output is the logits'
+    gradient, so backpropagation is just the two matmuls (``h`` is ``[rows, n_embd]``).
+    """
+    total = tf.reduce_sum(weights)
+
+    @tf.custom_gradient
+    def loss_and_grad(h, wte):
+        w = tf.cast(wte, h.dtype)
+        logits = tf.cast(tf.matmul(h, w, transpose_b=True), tf.float32)
+        losses, dlogits = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+            features=logits, labels=labels)
+
+        def grad(dloss):
+            d = tf.cast(dlogits * (weights * (dloss / total))[:, None], h.dtype)
+            return tf.matmul(d, w), tf.cast(tf.matmul(d, h, transpose_a=True), tf.float32)
+
+        return tf.reduce_sum(losses * weights) / total, grad
+
+    return loss_and_grad(h, tf.convert_to_tensor(wte))
 
 
 def make_train_step(model, opt, *, strategy=None, scaler=None, recompute=False,

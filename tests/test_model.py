@@ -150,6 +150,37 @@ def test_forward_is_causal():
     assert max_diff(la[:, 4:], lb[:, 4:]) > 1e-3
 
 
+def test_blocked_causal_attention_matches_numpy_reference(monkeypatch):
+    """Whole sequences attend a block of queries at a time (model.causal_attn); with
+    blocks of 3 every length, divisible or not, still equals the reference."""
+    import gpt2_simple_plus.model as model_module
+
+    monkeypatch.setattr(model_module, "ATTN_BLOCK", 3)
+    model, weights = small_model(SHAPES[1], seed=4)
+    hp = model.hparams
+    rng = np.random.default_rng(2)
+    for t in (1, 3, 4, 8, 9, hp.n_ctx):
+        tokens = rng.integers(0, hp.n_vocab, size=(2, t))
+        assert max_diff(model(tokens), ref_logits(weights, hp, tokens)) <= 1e-4, f"length {t}"
+
+
+def test_blocked_causal_attention_gradients_equal_unblocked(monkeypatch):
+    import gpt2_simple_plus.model as model_module
+
+    model, _ = small_model(SHAPES[1], seed=6)
+    tokens = tf.constant(np.random.default_rng(3).integers(0, model.hparams.n_vocab, (2, 11)))
+
+    def grads(block):
+        monkeypatch.setattr(model_module, "ATTN_BLOCK", block)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.sin(model(tokens)))
+        return [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.trainable_weights())]
+
+    for name, a, b in zip(model.weights, grads(4), grads(1000)):
+        assert np.any(b != 0), name
+        assert max_diff(a, b) <= 1e-6 * np.abs(b).max(), name  # float32 round-off only
+
+
 # ---------------------------------------------------------------------------
 # Key/value cache
 

@@ -272,6 +272,25 @@ def one_step(tokens, **kwargs):
     return float(loss), model.numpy_weights()
 
 
+def test_lm_loss_and_its_gradients_equal_the_plain_formula():
+    """lm_loss's hand-written head gradient against autodiff of the textbook loss:
+    mean cross-entropy of logits[:, :-1] against tokens[:, 1:]."""
+    model = tiny_model()
+    tokens = tf.constant(np.random.default_rng(4).integers(0, 50, size=(3, 12)), tf.int32)
+    variables = model.trainable_weights()
+    with tf.GradientTape(persistent=True) as tape:
+        ours = training.lm_loss(model, tokens)
+        logits = model(tokens)
+        plain = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tokens[:, 1:], logits=logits[:, :-1]))
+    assert float(ours) == pytest.approx(float(plain), abs=1e-6)
+    for name, a, b in zip(model.weights, tape.gradient(ours, variables),
+                          tape.gradient(plain, variables)):
+        a, b = tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy()
+        assert np.any(b != 0), name
+        assert np.abs(a - b).max() < 1e-6, name
+
+
 def test_accumulated_micro_batches_equal_one_big_batch():
     tokens = np.random.default_rng(0).integers(0, 50, size=(2, 1, 16)).astype(np.int32)
     loss_a, a = one_step(tokens)  # 2 micro-batches of 1
