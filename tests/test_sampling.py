@@ -223,6 +223,22 @@ def test_categorical_matches_softmax_across_rows_and_across_seeds():
     assert (draws != other).mean() > 0.5
 
 
+def test_categorical_over_many_blocks_is_the_one_scan_inverse_cdf():
+    """A vocabulary of several CDF blocks, some masked: each draw is the token that a
+    single cumulative sum over the whole row gives for the same uniform number."""
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0, 2, size=(64, 1000)).astype(np.float32)
+    logits[:, 300:700] = NEG_INF  # whole blocks and parts of blocks with zero weight
+    seed = tf.constant([9, 4])
+    draws = categorical(tf.constant(logits), seed).numpy()
+    weights = np.exp(logits.astype(np.float64) - logits.max(-1, keepdims=True))
+    cumulative = np.cumsum(weights, -1)
+    u = uniform([64, 1], seed).numpy() * cumulative[:, -1:]
+    np.testing.assert_array_equal(draws, (cumulative < u).sum(-1))
+    assert not ((draws >= 300) & (draws < 700)).any()
+    assert len(set(draws.tolist())) > 20
+
+
 def test_uniform_is_in_the_open_interval_and_flat():
     u = uniform([1 << 18], tf.constant([7, 1])).numpy()
     assert u.min() > 0 and u.max() < 1
