@@ -443,8 +443,11 @@ def tied_head_cross_entropy(h, wte, labels, weights):
             features=logits, labels=labels)
 
         def grad(dloss):
-            d = tf.cast(dlogits * (weights * (dloss / total))[:, None], h.dtype)
-            return tf.matmul(d, w), tf.cast(tf.matmul(d, h, transpose_a=True), tf.float32)
+            # Each row's scale goes on the small side of each matmul, not on [rows, n_vocab].
+            scale = tf.cast((weights * (dloss / total))[:, None], h.dtype)
+            d = tf.cast(dlogits, h.dtype)
+            return (tf.matmul(d, w) * scale,
+                    tf.cast(tf.matmul(d, h * scale, transpose_a=True), tf.float32))
 
         return tf.reduce_sum(losses * weights) / total, grad
 
