@@ -533,8 +533,9 @@ def default_jit_compile(precision):
 
     Measured on CPU (benchmarks/finetune.py, 124M): TensorFlow's own kernels
     (oneDNN matmuls, fused Adam) beat XLA in float32 (about 4.9 s/step against
-    7.3, or 5.3 with ``XLA_FLAGS=--xla_cpu_use_onednn=true``) and in bfloat16
-    (3.0 against 5.9). So nowhere yet; pass ``jit_compile=True`` to try it on a GPU.
+    5.3 even with ``XLA_FLAGS=--xla_cpu_use_onednn=true``; 7.3 with XLA's own
+    matmuls) and in bfloat16 (3.0 against 5.9). So nowhere yet; pass
+    ``jit_compile=True`` to try it on a GPU.
     """
     return False
 
