@@ -192,7 +192,7 @@ def main():
 
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as folder:
         make_workspace(folder)
-        best = {}
+        best, peaks = {}, {}
         for round_ in range(args.rounds):
             shift = round_ % len(names)
             for n in names[shift:] + names[:shift]:
@@ -202,15 +202,11 @@ def main():
                 print(f"  {r['sec_per_step'] and round(r['sec_per_step'], 2)} s/step, "
                       f"peak {r['peak_mb'] and round(r['peak_mb'])} MB", file=sys.stderr,
                       flush=True)
-                old = best.get(n)
-                if old is None or (r["sec_per_step"] and (old["sec_per_step"] is None or
-                                                           r["sec_per_step"] < old["sec_per_step"])):
-                    best[n] = dict(r, peak_mb=max(filter(None, [r["peak_mb"],
-                                                                old and old["peak_mb"]]),
-                                                  default=None))
-                elif r["peak_mb"] and (old["peak_mb"] or 0) < r["peak_mb"]:
-                    old["peak_mb"] = r["peak_mb"]
-        results = [best[n] for n in names]
+                speed = r["sec_per_step"] or float("inf")
+                if n not in best or speed < (best[n]["sec_per_step"] or float("inf")):
+                    best[n] = r
+                peaks.setdefault(n, []).append(r["peak_mb"] or 0)
+        results = [dict(best[n], peak_mb=max(peaks[n]) or None) for n in names]
 
     base = next((r for r in results if r["name"] == "gpt-2-simple" and r["sec_per_step"]), None)
     print(f"\n124M, batch 1 x 1024 tokens, Adam, accumulate 1; {os.cpu_count()} CPU cores; "
