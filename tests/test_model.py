@@ -174,7 +174,8 @@ def test_blocked_causal_attention_gradients_equal_unblocked(monkeypatch):
         monkeypatch.setattr(model_module, "ATTN_BLOCK", block)
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(tf.sin(model(tokens)))
-        return [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.trainable_weights())]
+        grads = tape.gradient(loss, model.trainable_weights())
+        return [tf.convert_to_tensor(g).numpy() for g in grads]
 
     for name, a, b in zip(model.weights, grads(4), grads(1000)):
         assert np.any(b != 0), name
