@@ -182,6 +182,33 @@ def test_blocked_causal_attention_gradients_equal_unblocked(monkeypatch):
         assert max_diff(a, b) <= 1e-6 * np.abs(b).max(), name  # float32 round-off only
 
 
+def ref_gelu_slope(x):
+    """d gelu / dx of the tanh formula, by the chain rule in float64."""
+    c = np.sqrt(2 / np.pi)
+    t = np.tanh(c * (x + 0.044715 * x ** 3))
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t ** 2) * c * (1 + 3 * 0.044715 * x ** 2)
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 5e-6), ("bfloat16", 1e-2)])
+def test_gelu_hand_written_gradient_is_the_formulas_derivative(dtype, tol):
+    from gpt2_simple_plus.model import gelu
+
+    x64 = np.concatenate([np.linspace(-8, 8, 2001), [-30.0, 30.0, 0.0]])
+    x = tf.cast(tf.constant(x64, tf.float32), dtype)
+    dy = tf.cast(tf.constant(np.cos(x64), tf.float32), dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = gelu(x)
+    grad = tape.gradient(y, x, output_gradients=dy)
+    assert grad.dtype == x.dtype
+    x64 = tf.cast(x, tf.float64).numpy()  # the rounded inputs, so only the gradient's error counts
+    assert max_diff(y, ref_gelu(x64)) <= tol * 10
+    numeric = (ref_gelu(x64 + 1e-4) - ref_gelu(x64 - 1e-4)) / 2e-4  # the reference slope is right
+    assert max_diff(ref_gelu_slope(x64), numeric) <= 1e-6
+    expected = tf.cast(dy, tf.float64).numpy() * ref_gelu_slope(x64)
+    assert max_diff(grad, expected) <= tol * max(1.0, np.abs(expected).max())
+
+
 # ---------------------------------------------------------------------------
 # Key/value cache
 
