@@ -291,7 +291,10 @@ class GPT2(tf.Module):
             tokens = tf.cast(tokens, tf.int32)
         if pad is not None:
             pad = tf.convert_to_tensor(pad, tf.int32)
-        h = tf.gather(w["model/wte"], tokens) + tf.gather(w["model/wpe"], positions_for(tokens, pos, pad))
+        # Gather from the read values: a gather on the variable itself would switch it to
+        # copy-on-read, and every later read of wte (154 MB in 124M; the head reads it) would copy it.
+        wte, wpe = tf.convert_to_tensor(w["model/wte"]), tf.convert_to_tensor(w["model/wpe"])
+        h = tf.gather(wte, tokens) + tf.gather(wpe, positions_for(tokens, pos, pad))
         h = tf.cast(h, self.compute_dtype)
         new_cache = []
         for i in range(hp.n_layer):

@@ -438,8 +438,7 @@ def tied_head_cross_entropy(h, wte, labels, weights):
     @tf.custom_gradient
     def loss_and_grad(h, wte):
         w = tf.cast(wte, h.dtype)
-        # h · transpose(w): oneDNN runs it faster than matmul(..., transpose_b=True) here
-        logits = tf.cast(tf.matmul(h, tf.transpose(w)), tf.float32)
+        logits = tf.cast(tf.matmul(h, w, transpose_b=True), tf.float32)
         losses, dlogits = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
             features=logits, labels=labels)
 
