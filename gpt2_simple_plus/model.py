@@ -115,7 +115,7 @@ def conv1d(x, w, b):
     Computed as one 2-D matmul plus ``bias_add``, the form TensorFlow fuses into
     one oneDNN kernel on CPU (measured faster than an einsum and an add)."""
     nx, nf = w.shape[1:]
-    w = tf.cast(tf.reshape(w, [nx, nf]), x.dtype)  # reshape: its gradient is free (w[0]'s is a copy)
+    w = tf.cast(tf.reshape(w, [nx, nf]), x.dtype)  # a reshape's gradient is free; w[0]'s copies
     y = tf.nn.bias_add(tf.matmul(tf.reshape(x, [-1, nx]), w), tf.cast(b, x.dtype))
     return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [nf]], 0))
 
@@ -292,7 +292,7 @@ class GPT2(tf.Module):
         if pad is not None:
             pad = tf.convert_to_tensor(pad, tf.int32)
         # Gather from the read values: a gather on the variable itself would switch it to
-        # copy-on-read, and every later read of wte (154 MB in 124M; the head reads it) would copy it.
+        # copy-on-read, and every later read of wte (the head's; 154 MB in 124M) would copy it.
         wte, wpe = tf.convert_to_tensor(w["model/wte"]), tf.convert_to_tensor(w["model/wpe"])
         h = tf.gather(wte, tokens) + tf.gather(wpe, positions_for(tokens, pos, pad))
         h = tf.cast(h, self.compute_dtype)
