@@ -92,10 +92,10 @@ def gelu(x):
 def gelu_grad(dy, x):
     """``dy * gelu'(x)``, computed in float32 in one fused pass."""
     x32 = tf.cast(x, tf.float32)
-    cube = 0.044715 * tf.square(x32)
-    t = tf.tanh(math.sqrt(2 / math.pi) * x32 * (1.0 + cube))
-    slope = 0.5 * (1.0 + t) + 0.5 * x32 * (1.0 - tf.square(t)) * math.sqrt(2 / math.pi) * (
-        1.0 + 3.0 * cube)
+    c = math.sqrt(2 / math.pi)
+    ax2 = 0.044715 * tf.square(x32)  # so the tanh's argument is c x (1 + ax2)
+    t = tf.tanh(c * x32 * (1.0 + ax2))
+    slope = 0.5 * (1.0 + t) + 0.5 * x32 * (1.0 - tf.square(t)) * c * (1.0 + 3.0 * ax2)
     return tf.cast(tf.cast(dy, tf.float32) * slope, dy.dtype)
 
 
