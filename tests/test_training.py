@@ -291,6 +291,22 @@ def test_lm_loss_and_its_gradients_equal_the_plain_formula():
         assert np.abs(a - b).max() < 1e-6, name
 
 
+@pytest.mark.parametrize("scale", [1.0, 30.0, 1e4])
+def test_fused_cross_entropy_equals_tensorflows_kernel(scale):
+    """softmax_cross_entropy against SparseSoftmaxCrossEntropyWithLogits, up to
+    logits of 1e4 whose exponentials overflow unless the row's maximum comes off."""
+    rng = np.random.default_rng(5)
+    logits = tf.constant(rng.standard_normal((7, 300)).astype(np.float32) * scale)
+    labels = tf.constant(rng.integers(0, 300, size=7), tf.int32)
+    losses, grad = training.softmax_cross_entropy(logits, labels)
+    want_losses, want_grad = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+        features=logits, labels=labels)
+    assert np.all(np.isfinite(losses.numpy())) and np.all(np.isfinite(grad.numpy()))
+    np.testing.assert_allclose(losses.numpy(), want_losses.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad.numpy(), want_grad.numpy(), atol=1e-6)
+    assert np.allclose(grad.numpy().sum(axis=1), 0.0, atol=1e-5)
+
+
 def test_accumulated_micro_batches_equal_one_big_batch():
     tokens = np.random.default_rng(0).integers(0, 50, size=(2, 1, 16)).astype(np.int32)
     loss_a, a = one_step(tokens)  # 2 micro-batches of 1
