@@ -88,7 +88,7 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
       ``max_checkpoints`` are kept. ``overwrite=True`` deletes the run's old
       checkpoints first.
     * ``use_memory_saving_gradients``: recompute each block in the backward
-      pass instead of storing it (less memory, about a sixth more time on 124M).
+      pass instead of storing it (less memory, about a fifth more time on 124M).
     * ``only_train_transformer_layers``: leave the embeddings unchanged.
     * ``multi_gpu``: data-parallel over every GPU (``tf.distribute.MirroredStrategy``).
     * ``reuse`` is accepted and ignored (there is no global graph to reuse).
@@ -552,9 +552,11 @@ def default_jit_compile(precision):
     """Whether XLA compiles the train step by default: where it measured faster.
 
     Measured on CPU (benchmarks/finetune.py, 124M): TensorFlow's own kernels
-    (oneDNN matmuls, fused Adam) beat XLA in float32 (about 4.9 s/step against
-    5.3 even with ``XLA_FLAGS=--xla_cpu_use_onednn=true``; 7.3 with XLA's own
-    matmuls) and in bfloat16 (3.0 against 5.9). So nowhere yet; pass
+    (oneDNN matmuls, fused Adam) beat XLA in float32 (4.6 s/step against 5.1 in
+    the latest run; 5.3 in an earlier one with ``XLA_FLAGS=--xla_cpu_use_onednn=true``)
+    and in bfloat16 (3.0 against 5.9, an earlier run).
+    So the whole step is not compiled, only the element-wise pieces where XLA
+    measured faster (GELU's gradient, the head's cross-entropy); pass
     ``jit_compile=True`` to try it on a GPU.
     """
     return False
