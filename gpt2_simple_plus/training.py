@@ -17,8 +17,10 @@ trajectory, and the encoded dataset (``dataset-<key>.npy``), so a second
 How one step works, all in one compiled function (:func:`make_train_step`):
 sample ``accumulate_gradients`` micro-batches of ``batch_size`` windows of
 ``n_ctx`` tokens, average their gradients, clip them if asked, and apply the
-optimizer (see ``optimizers.py``). The loop around it (:func:`finetune`)
-prints, samples, validates and saves, with gpt-2-simple's step counting.
+optimizer (see ``optimizers.py``); the loss is :func:`~gpt2_simple_plus.losses.lm_loss`.
+The loop around it is :class:`~gpt2_simple_plus.run.Run`'s, which prints,
+samples, validates and saves with gpt-2-simple's step counting; a loss that
+stays NaN stops the run with the last good checkpoint kept.
 
 Training from scratch (no download needed): ``model_name=None`` with
 ``hparams=`` (a size name such as ``"tiny"``, ``"mini"``, ``"small"``, or an
@@ -30,21 +32,23 @@ Training from scratch (no download needed): ``model_name=None`` with
 """
 
 import collections
+import contextlib
 import math
 import os
-import sys
-import time
+import shutil
 
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 from . import checkpoints
 from .data import Sampler, load_dataset, remove_stale_caches, split_validation, validation_windows
+from .encoder import get_encoder
 from .errors import DatasetError, ModelNotFoundError, TrainingError
 from .hparams import HParams, canonical_model_name, hparams_for, load_hparams, save_hparams
+from .losses import lm_loss
 from .model import GPT2
 from .optimizers import OPTIMIZERS, make_optimizer
+from .run import Run
 
 SAMPLE_DIR = "samples"
 PRECISIONS = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
@@ -137,231 +141,132 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         >>> sess.model.hparams.n_layer
         2
     """
-    # -- check the arguments before anything slow happens -------------------
     steps = int(steps) if steps else -1
-    optimizer_name = str(optimizer).lower()
-    if optimizer_name not in OPTIMIZERS:
-        raise TrainingError(f"Unknown optimizer {optimizer!r}. Choose one of: "
-                            f"{', '.join(OPTIMIZERS)}.")
-    if str(precision).lower() not in PRECISIONS:
-        raise TrainingError(f"Unknown precision {precision!r}. Choose one of: float32, "
-                            f"bfloat16, float16.")
-    precision = PRECISIONS[str(precision).lower()]
-    if lr_decay not in LR_DECAYS:
-        raise TrainingError(f"Unknown lr_decay {lr_decay!r}. Choose one of: None, 'cosine', "
-                            f"'linear'.")
-    if lr_decay and steps <= 0:
-        raise TrainingError("lr_decay needs to know when training ends: pass steps=N.")
-    for name, value in (("batch_size", batch_size), ("accumulate_gradients", accumulate_gradients)):
-        if not isinstance(value, int) or value < 1:
-            raise TrainingError(f"{name} must be a whole number of at least 1, got {value!r}.")
-    if dataset is None:
-        raise DatasetError("No dataset given: pass a .txt, .csv or .npz file, or a folder.")
-    if val_dataset is not None and val_fraction:
-        raise TrainingError("Pass val_dataset or val_fraction, not both.")
-    if early_stopping_patience and not (val_dataset or val_fraction):
-        raise TrainingError("early_stopping_patience needs validation data: pass "
-                            "val_fraction=0.1 (or val_dataset=...).")
-
-    # -- the run folder and the model ---------------------------------------
+    precision = _check_arguments(
+        dataset=dataset, steps=steps, optimizer=optimizer, precision=precision,
+        lr_decay=lr_decay, batch_size=batch_size, accumulate_gradients=accumulate_gradients,
+        learning_rate=learning_rate, val_dataset=val_dataset, val_fraction=val_fraction,
+        early_stopping_patience=early_stopping_patience)
     run_dir = os.path.join(checkpoint_dir, run_name)
-    os.makedirs(run_dir, exist_ok=True)
-    files_before = os.listdir(run_dir)
-    base_dir, hp = _prepare_run_folder(run_dir, model_name, model_dir, hparams, vocab_dir)
-    from .encoder import get_encoder
-
-    enc = get_encoder(run_dir)
-    if sample_length > hp.n_ctx - 1:
-        if sample_every and sample_every > 0 and sample_length != 1023:
-            print(f"sample_length={sample_length} does not fit in the model's window of "
-                  f"{hp.n_ctx} tokens; samples will have {hp.n_ctx - 1} tokens.")
-        sample_length = hp.n_ctx - 1
-    if model_name and canonical_model_name(model_name) in ("355M", "774M", "1558M"):
-        print("For larger models, the recommended finetune() parameters are:")
-        print("\tuse_memory_saving_gradients = True")
-        print("\tonly_train_transformer_layers = True")
-        print("\taccumulate_gradients = 1\n")
-
     strategy = _pick_strategy(strategy, multi_gpu)
-    replicas = strategy.num_replicas_in_sync if strategy else 1
-    if batch_size % replicas:
-        raise TrainingError(f"batch_size={batch_size} cannot be split evenly over {replicas} "
-                            f"devices: use a multiple of {replicas}.")
-    if jit_compile is None:
-        jit_compile = strategy is None and default_jit_compile(precision)
+    run = Run(done=0, steps=steps, print_every=print_every, save_every=save_every,
+              sample_every=sample_every, progress_bar=True,
+              val_every=val_every or (sample_every if sample_every and sample_every > 0 else 100),
+              early_stopping_patience=early_stopping_patience)
 
-    ckpt = _checkpoint_to_restore(restore_from, run_dir, base_dir)
-    if ckpt is None:
-        print(f"Initialising a new model from random weights: {hp.n_layer} layers, "
-              f"{hp.n_embd} wide, {hp.n_ctx}-token window")
-    else:
-        print("Loading checkpoint", ckpt)
-    with strategy.scope() if strategy else _nothing():
-        weights = None if ckpt is None else checkpoints.read_checkpoint(
-            os.path.dirname(ckpt), ckpt, hp)
-        model = GPT2(hp, weights, seed=seed, compute_dtype=precision)
-        del weights
-        trained = {n: v for n, v in model.weights.items()
-                   if not only_train_transformer_layers or "/h" in n}
-        # TensorFlow's fused update kernels; XLA fuses the spelled-out arithmetic better
-        opt = make_optimizer(optimizer_name, trained, weight_decay=weight_decay,
-                             fused=strategy is None and not jit_compile)
-        scaler = LossScale() if precision == "float16" else None
+    # -- everything before the first step; a failure here leaves no trace ----------
+    with _removed_on_failure(run_dir, kept=lambda: run.last_saved):
+        files_before = os.listdir(run_dir) if os.path.isdir(run_dir) else []
+        base_dir, hp = _prepare_run_folder(run_dir, model_name, model_dir, hparams, vocab_dir)
+        enc = get_encoder(run_dir)
+        sample_length = _fit_sample_length(sample_length, hp, sample_every)
+        if model_name and canonical_model_name(model_name) in ("355M", "774M", "1558M"):
+            print("For larger models, the recommended finetune() parameters are:")
+            print("\tuse_memory_saving_gradients = True")
+            print("\tonly_train_transformer_layers = True")
+            print("\taccumulate_gradients = 1\n")
+        replicas = strategy.num_replicas_in_sync if strategy else 1
+        if batch_size % replicas:
+            raise TrainingError(f"batch_size={batch_size} cannot be split evenly over "
+                                f"{replicas} devices: use a multiple of {replicas}.")
+        if jit_compile is None:
+            jit_compile = strategy is None and default_jit_compile(precision)
 
-    # -- the data -------------------------------------------------------------
-    print("Loading dataset...")
-    chunks = load_dataset(enc, dataset, combine, cache_dir=run_dir, vocab_folder=run_dir)
-    val_chunks = None
-    if val_dataset is not None:
-        val_chunks = load_dataset(enc, val_dataset, combine, cache_dir=run_dir,
-                                  vocab_folder=run_dir)
-    elif val_fraction:
-        chunks, val_chunks = split_validation(chunks, val_fraction)
-    remove_stale_caches(run_dir, keep=[chunks, val_chunks or []])
-    sampler = Sampler(chunks, seed=seed)
-    print("dataset has", sampler.total_size, "tokens")
-    window = sampler.window(hp.n_ctx)
-    if window < 2:
-        raise DatasetError(f"{dataset} has no stretch of 2 tokens or more; training needs at "
-                           f"least 2 (one to read, one to predict).")
-    if window < hp.n_ctx:
-        print(f"(the longest stretch of the dataset has {window} tokens, fewer than the "
-              f"model's window of {hp.n_ctx}: training on {window}-token windows)")
-    val_tokens = None
-    if val_chunks:
-        val_tokens = validation_windows(val_chunks, window, VAL_WINDOWS)
-        print("validation set has", sum(len(c) for c in val_chunks), "tokens")
-    print("Training...")
+        ckpt = _checkpoint_to_restore(restore_from, run_dir, base_dir)
+        if ckpt is None:
+            print(f"Initialising a new model from random weights: {hp.n_layer} layers, "
+                  f"{hp.n_embd} wide, {hp.n_ctx}-token window")
+        else:
+            print("Loading checkpoint", ckpt)
+        with strategy.scope() if strategy else _nothing():
+            weights = None if ckpt is None else checkpoints.read_checkpoint(
+                os.path.dirname(ckpt), ckpt, hp)
+            model = GPT2(hp, weights, seed=seed, compute_dtype=precision)
+            del weights
+            trained = {n: v for n, v in model.weights.items()
+                       if not only_train_transformer_layers or "/h" in n}
+            # TensorFlow's fused update kernels; XLA fuses the spelled-out arithmetic better
+            opt = make_optimizer(str(optimizer).lower(), trained, weight_decay=weight_decay,
+                                 fused=strategy is None and not jit_compile)
+            scaler = LossScale() if precision == "float16" else None
 
-    # -- gpt-2-simple's step counting -----------------------------------------
-    counter = 1
-    if restore_from == "latest" and os.path.exists(os.path.join(run_dir, "counter")):
-        counter = checkpoints.read_counter(run_dir) + 1
-    counter_base = counter
-    from_base = base_dir is not None and \
-        os.path.dirname(os.path.abspath(ckpt or "")) == os.path.abspath(base_dir)
-    if ckpt is not None and not from_base:  # a run's checkpoint: continue its optimizer too
-        _restore_train_state(ckpt, opt, sampler, scaler)
+        print("Loading dataset...")
+        sampler, window, val_tokens = _load_data(enc, dataset, combine, run_dir, hp.n_ctx,
+                                                 val_dataset, val_fraction, seed)
+        print("Training...")
 
-    train_step = make_train_step(model, opt, strategy=strategy, scaler=scaler,
-                                 recompute=use_memory_saving_gradients,
-                                 max_grad_norm=max_grad_norm, jit_compile=jit_compile)
-    eval_step = make_eval_step(model, jit_compile=jit_compile) if val_tokens is not None else None
-    learning_rate_at = lr_schedule(learning_rate, warmup_steps=warmup_steps, decay=lr_decay,
-                                   last_step=counter_base + steps - 1)
+        # gpt-2-simple's step counting: the run's counter is the number of steps done
+        if restore_from == "latest" and os.path.exists(os.path.join(run_dir, "counter")):
+            run.done = run.first = checkpoints.read_counter(run_dir)
+        from_base = base_dir is not None and \
+            os.path.dirname(os.path.abspath(ckpt or "")) == os.path.abspath(base_dir)
+        if ckpt is not None and not from_base:  # a run's checkpoint: continue its optimizer too
+            _restore_train_state(ckpt, opt, sampler, scaler)
 
-    last_saved = [None]
+        train_step = make_train_step(model, opt, strategy=strategy, scaler=scaler,
+                                     recompute=use_memory_saving_gradients,
+                                     max_grad_norm=max_grad_norm, jit_compile=jit_compile)
+        eval_step = make_eval_step(model, jit_compile=jit_compile) \
+            if val_tokens is not None else None
+        learning_rate_at = lr_schedule(learning_rate, warmup_steps=warmup_steps, decay=lr_decay,
+                                       last_step=run.done + steps)
 
-    def save(with_optimizer=True):
+    # -- what the run does at each step and between steps ----------------------------
+    micro_batches = accumulate_gradients * batch_size
+
+    def step(n):
+        tokens = sampler.sample_many(micro_batches, window)
+        tokens = tf.constant(tokens.reshape(accumulate_gradients, batch_size, window))
+        return train_step(tokens, tf.constant(learning_rate_at(n), tf.float32))
+
+    def save(done, with_optimizer=True):
+        _check_weights_finite(model, done)
         state = {"train/sampler": np.array(sampler.state.encode())}
         if with_optimizer:
             state.update(opt.state())
         if scaler:
             state.update(scaler.state())
-        _print("Saving", os.path.join(run_dir, "model-{}").format(counter - 1))
-        name = checkpoints.save_checkpoint(run_dir, model.weights, counter - 1,
+        run.log("Saving", os.path.join(run_dir, "model-{}").format(done))
+        name = checkpoints.save_checkpoint(run_dir, model.weights, done,
                                            max_checkpoints=max_checkpoints, train_state=state)
-        last_saved[0] = os.path.join(run_dir, name)
+        return os.path.join(run_dir, name)
 
-    def generate_samples():
+    def sample(done):
+        """gpt-2-simple's samples: ``sample_num`` texts from one window of the dataset."""
         from .generation import sample_tokens
 
+        counter = done + 1  # gpt-2-simple names the file after the step about to run
         context = sampler.sample(1).tolist()
-        all_text = []
-        index = 0
-        while index < sample_num:
-            n = min(sample_num - index, batch_size)
-            out = sample_tokens(model, [context] * n, sample_length, temperature=1.0, top_k=40,
-                                seed=None if seed is None else seed + counter)
-            for row in out:
-                text = enc.decode(context + list(row))
-                text = "======== SAMPLE {} ========\n{}\n".format(index + 1, text)
-                all_text.append(text)
-                index += 1
-        _print(text)
+        texts = []
+        while len(texts) < sample_num:
+            n = min(sample_num - len(texts), batch_size)
+            rows = sample_tokens(model, [context] * n, sample_length, temperature=1.0, top_k=40,
+                                 seed=None if seed is None else seed + counter)
+            for row in rows:
+                texts.append("======== SAMPLE {} ========\n{}\n".format(
+                    len(texts) + 1, enc.decode(context + list(row))))
+        run.log(texts[-1])
         os.makedirs(os.path.join(SAMPLE_DIR, run_name), exist_ok=True)
         with open(os.path.join(SAMPLE_DIR, run_name, "samples-{}").format(counter), "w",
                   encoding="utf-8") as fp:
-            fp.write("\n".join(all_text))
+            fp.write("\n".join(texts))
 
-    best = {"loss": float("inf"), "step": None, "weights": None, "bad": 0}
-
-    def validate():
-        """Score the validation windows; returns True when early stopping says stop."""
-        losses = [float(eval_step(tf.constant(w[None]))) for w in val_tokens]
-        loss = float(np.mean(losses))
-        _print("[{counter} | {time:2.2f}] val_loss={loss:2.2f} val_perplexity={ppl:2.2f}".format(
-            counter=counter - 1, time=time.time() - start_time, loss=loss,
-            ppl=math.exp(min(loss, 700))))
-        if not early_stopping_patience:
-            return False
-        if loss < best["loss"]:
-            best.update(loss=loss, step=counter - 1, bad=0, weights=model.numpy_weights())
-            return False
-        best["bad"] += 1
-        return best["bad"] >= early_stopping_patience
-
-    def keep_best():
-        """Early stopping: make the best validated weights the run's final checkpoint."""
-        nonlocal counter
-        if best["weights"] is None or best["step"] == counter - 1:
-            return save()
-        _print(f"Keeping the best weights: validation loss {best['loss']:.2f} at step "
-               f"{best['step']}.")
-        model.assign(best["weights"])
-        counter = best["step"] + 1
-        save(with_optimizer=False)  # the optimizer state belongs to later weights
+    def validate(done):
+        loss = float(np.mean([float(eval_step(tf.constant(w[None]))) for w in val_tokens]))
+        return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 700))}
 
     if overwrite and restore_from == "latest":
         for file in files_before:
             if file.startswith(("model", "events", checkpoints.TRAIN_STATE_PREFIX)):
                 os.remove(os.path.join(run_dir, file))
-        save()
+        run.last_saved = save(run.done)
 
-    avg_loss = (0.0, 0.0)
-    start_time = time.time()
-    bar = tqdm(total=steps, file=sys.stderr, dynamic_ncols=True) if steps > 0 else None
-    micro_batches = accumulate_gradients * batch_size
-    try:
-        while True:
-            if steps > 0 and counter == counter_base + steps:
-                keep_best() if early_stopping_patience else save()
-                break
-            if save_every and save_every > 0 and (counter - 1) % save_every == 0 and counter > 1:
-                save()
-            if sample_every and sample_every > 0 and (counter - 1) % sample_every == 0 \
-                    and counter > 1:
-                generate_samples()
-            if eval_step and (counter - 1) % (val_every or sample_every or 100) == 0 \
-                    and counter > 1 and validate():
-                _print(f"Validation loss has not improved for {early_stopping_patience} "
-                       f"validations: stopping early.")
-                keep_best()
-                break
-
-            tokens = sampler.sample_many(micro_batches, window)
-            tokens = tf.constant(tokens.reshape(accumulate_gradients, batch_size, window))
-            loss = train_step(tokens, tf.constant(learning_rate_at(counter), tf.float32))
-
-            if print_every and counter % print_every == 0:
-                v_loss = float(loss)
-                avg_loss = (avg_loss[0] * 0.99 + v_loss, avg_loss[1] * 0.99 + 1.0)
-                _print("[{counter} | {time:2.2f}] loss={loss:2.2f} avg={avg:2.2f}".format(
-                    counter=counter, time=time.time() - start_time, loss=v_loss,
-                    avg=avg_loss[0] / avg_loss[1]))
-            counter += 1
-            if bar is not None:
-                bar.update(1)
-    except KeyboardInterrupt:
-        _print("interrupted")
-        save()
-    finally:
-        if bar is not None:
-            bar.close()
+    run.train(step, save=save, sample=sample, validate=validate if eval_step else None,
+              snapshot=model.numpy_weights, restore=model.assign)
 
     if strategy is not None:  # hand the session plain variables, not mirrored ones
         model = GPT2(hp, model.numpy_weights(), compute_dtype=precision)
-    sess.set_model(model, enc, run_dir, checkpoint=last_saved[0], run_name=run_name)
+    sess.set_model(model, enc, run_dir, checkpoint=run.last_saved, run_name=run_name)
 
 
 def lr_schedule(learning_rate, *, warmup_steps=0, decay=None, last_step=None):
@@ -416,64 +321,6 @@ class LossScale:
             self.good_steps.assign(state["train/good_steps"])
 
 
-def lm_loss(model, tokens, *, recompute=False):
-    """Mean next-token cross-entropy of ``tokens`` ``[batch, seq]`` (float32)."""
-    h, _ = model.forward(tokens, recompute=recompute)
-    batch, seq = tf.shape(tokens)[0], tf.shape(tokens)[1]
-    # Every position goes through the head; the last has no next token and weight 0
-    # (cheaper than slicing h, whose gradient is a slow copy).
-    labels = tf.concat([tokens[:, 1:], tf.zeros_like(tokens[:, :1])], axis=1)
-    weights = tf.concat([tf.ones([batch, seq - 1]), tf.zeros([batch, 1])], axis=1)
-    return tied_head_cross_entropy(tf.reshape(h, [-1, h.shape[-1]]), model.wte,
-                                   tf.reshape(labels, [-1]), tf.reshape(weights, [-1]))
-
-
-@tf.function(jit_compile=True, autograph=False)
-def softmax_cross_entropy(logits, labels):
-    """Each row's cross-entropy and its gradient ``softmax - onehot``, from float32
-    ``logits`` ``[rows, n_vocab]`` and int ``labels`` ``[rows]`` (each in range).
-
-    The same two outputs as TensorFlow's ``SparseSoftmaxCrossEntropyWithLogits``,
-    fused by XLA into passes over the logits: 3.5x faster on a 1024 x 50257 block
-    on a 2-core CPU (32 against 118 ms), about 2.4% of a 124M training step.
-
-        >>> import tensorflow as tf
-        >>> losses, grad = softmax_cross_entropy(tf.constant([[0.0, 0.0]]), tf.constant([1]))
-        >>> [round(float(v), 4) for v in losses], grad.numpy().tolist()
-        ([0.6931], [[0.5, -0.5]])
-    """
-    top = tf.reduce_max(logits, axis=-1, keepdims=True)
-    e = tf.exp(logits - top)
-    total = tf.reduce_sum(e, axis=-1, keepdims=True)
-    losses = tf.math.log(total[:, 0]) + top[:, 0] - tf.gather(logits, labels, batch_dims=1)
-    return losses, e / total - tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype)
-
-
-def tied_head_cross_entropy(h, wte, labels, weights):
-    """``sum(weights * cross_entropy(h · wteᵀ, labels)) / sum(weights)`` with a hand-written
-    gradient: :func:`softmax_cross_entropy`'s ``softmax - onehot`` is the logits'
-    gradient, so backpropagation is just the two matmuls (``h`` is ``[rows, n_embd]``).
-    """
-    total = tf.reduce_sum(weights)
-
-    @tf.custom_gradient
-    def loss_and_grad(h, wte):
-        w = tf.cast(wte, h.dtype)
-        logits = tf.cast(tf.matmul(h, w, transpose_b=True), tf.float32)
-        losses, dlogits = softmax_cross_entropy(logits, labels)
-
-        def grad(dloss):
-            # Each row's scale goes on the small side of each matmul, not on [rows, n_vocab].
-            scale = tf.cast((weights * (dloss / total))[:, None], h.dtype)
-            d = tf.cast(dlogits, h.dtype)
-            return (tf.matmul(d, w) * scale,
-                    tf.cast(tf.matmul(d, h * scale, transpose_a=True), tf.float32))
-
-        return tf.reduce_sum(losses * weights) / total, grad
-
-    return loss_and_grad(h, tf.convert_to_tensor(wte))
-
-
 def make_train_step(model, opt, *, strategy=None, scaler=None, recompute=False,
                     max_grad_norm=None, jit_compile=False):
     """A compiled ``step(tokens, learning_rate) -> loss``: ``tokens`` is
@@ -518,20 +365,21 @@ def make_train_step(model, opt, *, strategy=None, scaler=None, recompute=False,
             mean = tf.distribute.ReduceOp.MEAN
             loss = strategy.reduce(mean, loss, axis=None)
             grads = [strategy.reduce(mean, g, axis=None) for g in grads]
+        finite = tf.math.is_finite(loss)  # a non-finite loss never reaches the weights
         if scaler:
             grads = [g / scaler.scale for g in grads]
-            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            finite = tf.logical_and(finite, tf.reduce_all(
+                [tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
         if max_grad_norm:
             grads, _ = tf.clip_by_global_norm(grads, max_grad_norm)
-        if scaler:  # float16: skip the update when the gradients overflowed
-            def apply():
-                opt.apply(grads, learning_rate)
-                return tf.constant(True)
 
-            tf.cond(finite, apply, lambda: tf.constant(False))
-            scaler.update(finite)
-        else:
+        def apply():
             opt.apply(grads, learning_rate)
+            return tf.constant(True)
+
+        tf.cond(finite, apply, lambda: tf.constant(False))
+        if scaler:  # float16: an overflow halves the scale (and the update was skipped)
+            scaler.update(finite)
         return loss
 
     # autograph off: the step is plain TensorFlow, so tracing is quick
@@ -549,15 +397,14 @@ def make_eval_step(model, *, jit_compile=False):
 
 
 def default_jit_compile(precision):
-    """Whether XLA compiles the train step by default: where it measured faster.
+    """Whether XLA compiles the whole train step by default: no.
 
-    Measured on CPU (benchmarks/finetune.py, 124M): TensorFlow's own kernels
-    (oneDNN matmuls, fused Adam) beat XLA in float32 (4.6 s/step against 5.1 in
-    the latest run; 5.3 in an earlier one with ``XLA_FLAGS=--xla_cpu_use_onednn=true``)
-    and in bfloat16 (3.0 against 5.9, an earlier run).
-    So the whole step is not compiled, only the element-wise pieces where XLA
-    measured faster (GELU's gradient, the head's cross-entropy); pass
-    ``jit_compile=True`` to try it on a GPU.
+    On CPU, TensorFlow's own kernels (oneDNN matmuls, the fused Adam update)
+    measured faster than XLA's for the whole step, in float32 and bfloat16
+    (``benchmarks/finetune.py``; figures in the README's performance section).
+    XLA compiles only the element-wise pieces where it measured faster (GELU's
+    gradient, the head's cross-entropy). Pass ``jit_compile=True`` to compile the
+    whole step, as a GPU or a TPU wants.
     """
     return False
 
@@ -565,9 +412,102 @@ def default_jit_compile(precision):
 # ---------------------------------------------------------------------------
 # Helpers of finetune
 
-def _print(*args):
-    tqdm.write(" ".join(str(a) for a in args), file=sys.stdout)
-    sys.stdout.flush()
+def _check_arguments(*, dataset, steps, optimizer, precision, lr_decay, batch_size,
+                     accumulate_gradients, learning_rate, val_dataset, val_fraction,
+                     early_stopping_patience):
+    """Refuse bad arguments before anything slow (or any file) happens; returns the precision."""
+    if str(optimizer).lower() not in OPTIMIZERS:
+        raise TrainingError(f"Unknown optimizer {optimizer!r}. Choose one of: "
+                            f"{', '.join(OPTIMIZERS)}.")
+    if str(precision).lower() not in PRECISIONS:
+        raise TrainingError(f"Unknown precision {precision!r}. Choose one of: float32, "
+                            f"bfloat16, float16.")
+    if lr_decay not in LR_DECAYS:
+        raise TrainingError(f"Unknown lr_decay {lr_decay!r}. Choose one of: None, 'cosine', "
+                            f"'linear'.")
+    if lr_decay and steps <= 0:
+        raise TrainingError("lr_decay needs to know when training ends: pass steps=N.")
+    for name, value in (("batch_size", batch_size), ("accumulate_gradients", accumulate_gradients)):
+        if not isinstance(value, int) or value < 1:
+            raise TrainingError(f"{name} must be a whole number of at least 1, got {value!r}.")
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or \
+            not math.isfinite(learning_rate) or learning_rate < 0:
+        raise TrainingError(f"learning_rate must be a finite number of at least 0, got "
+                            f"{learning_rate!r} (gpt-2-simple's default is 0.0001).")
+    if dataset is None:
+        raise DatasetError("No dataset given: pass a .txt, .csv or .npz file, or a folder.")
+    if val_dataset is not None and val_fraction:
+        raise TrainingError("Pass val_dataset or val_fraction, not both.")
+    if early_stopping_patience and not (val_dataset or val_fraction):
+        raise TrainingError("early_stopping_patience needs validation data: pass "
+                            "val_fraction=0.1 (or val_dataset=...).")
+    return PRECISIONS[str(precision).lower()]
+
+
+@contextlib.contextmanager
+def _removed_on_failure(run_dir, kept):
+    """If the block fails before anything was saved (``kept()`` is falsy), remove what it
+    added to ``run_dir``: the whole folder if it was new, else the files that were not
+    there before. So a bad dataset or argument leaves no half-made run behind."""
+    existed = os.path.isdir(run_dir)
+    before = set(os.listdir(run_dir)) if existed else set()
+    try:
+        yield
+    except BaseException:
+        if not kept():
+            if not existed:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            elif os.path.isdir(run_dir):
+                for name in set(os.listdir(run_dir)) - before:
+                    path = os.path.join(run_dir, name)
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        raise
+
+
+def _fit_sample_length(sample_length, hp, sample_every):
+    if sample_length > hp.n_ctx - 1:
+        if sample_every and sample_every > 0 and sample_length != 1023:
+            print(f"sample_length={sample_length} does not fit in the model's window of "
+                  f"{hp.n_ctx} tokens; samples will have {hp.n_ctx - 1} tokens.")
+        sample_length = hp.n_ctx - 1
+    return sample_length
+
+
+def _load_data(enc, dataset, combine, run_dir, n_ctx, val_dataset, val_fraction, seed):
+    """The training sampler, its window length and the fixed validation windows (or None)."""
+    chunks = load_dataset(enc, dataset, combine, cache_dir=run_dir, vocab_folder=run_dir)
+    val_chunks = None
+    if val_dataset is not None:
+        val_chunks = load_dataset(enc, val_dataset, combine, cache_dir=run_dir,
+                                  vocab_folder=run_dir)
+    elif val_fraction:
+        chunks, val_chunks = split_validation(chunks, val_fraction)
+    remove_stale_caches(run_dir, keep=[chunks, val_chunks or []])
+    sampler = Sampler(chunks, seed=seed)
+    print("dataset has", sampler.total_size, "tokens")
+    window = sampler.window(n_ctx)
+    if window < 2:
+        raise DatasetError(f"{dataset} has no stretch of 2 tokens or more; training needs at "
+                           f"least 2 (one to read, one to predict).")
+    if window < n_ctx:
+        print(f"(the longest stretch of the dataset has {window} tokens, fewer than the "
+              f"model's window of {n_ctx}: training on {window}-token windows)")
+    val_tokens = None
+    if val_chunks:
+        val_tokens = validation_windows(val_chunks, window, VAL_WINDOWS)
+        print("validation set has", sum(len(c) for c in val_chunks), "tokens")
+    return sampler, window, val_tokens
+
+
+def _check_weights_finite(model, step):
+    """Never write a checkpoint with a NaN or infinite weight over a good one."""
+    bad = [n for n, v in model.weights.items() if not bool(tf.reduce_all(tf.math.is_finite(v)))]
+    if bad:
+        raise TrainingError(
+            f"Not saving step {step}: {len(bad)} weight(s) are no longer finite (e.g. {bad[0]}). "
+            f"Training diverged; the run's latest checkpoint is the last good one. Usual "
+            f"causes: a learning rate too high (try a tenth of it) or a precision too low "
+            f"(try precision='float32').")
 
 
 class _nothing:
@@ -592,6 +532,7 @@ def _prepare_run_folder(run_dir, model_name, model_dir, hparams, vocab_dir):
 
     The base folder is where "fresh" weights come from; ``None`` when training from scratch.
     """
+    os.makedirs(run_dir, exist_ok=True)
     if model_name is None:
         if hparams is None or vocab_dir is None:
             raise TrainingError(
@@ -599,8 +540,6 @@ def _prepare_run_folder(run_dir, model_name, model_dir, hparams, vocab_dir):
                 "such as 'tiny', 'mini', 'small', '124M', or an HParams) and vocab_dir= (a "
                 "folder with encoder.json and vocab.bpe). To fine-tune a downloaded model, "
                 "pass model_name='124M'.")
-        from .encoder import get_encoder
-
         n_vocab = get_encoder(vocab_dir).n_vocab
         if isinstance(hparams, str):
             hp = hparams_for(hparams, n_vocab=n_vocab)

@@ -18,6 +18,7 @@ import tensorflow as tf
 import helpers
 import gpt2_simple_plus as gpt2
 from gpt2_simple_plus import checkpoints, training
+from gpt2_simple_plus import losses as loss_fns
 from gpt2_simple_plus.errors import DatasetError, ModelNotFoundError, TrainingError
 from gpt2_simple_plus.hparams import HParams, hparams_for
 from gpt2_simple_plus.model import GPT2
@@ -279,7 +280,7 @@ def test_lm_loss_and_its_gradients_equal_the_plain_formula():
     tokens = tf.constant(np.random.default_rng(4).integers(0, 50, size=(3, 12)), tf.int32)
     variables = model.trainable_weights()
     with tf.GradientTape(persistent=True) as tape:
-        ours = training.lm_loss(model, tokens)
+        ours = loss_fns.lm_loss(model, tokens)
         logits = model(tokens)
         plain = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tokens[:, 1:], logits=logits[:, :-1]))
@@ -298,7 +299,7 @@ def test_fused_cross_entropy_equals_tensorflows_kernel(scale):
     rng = np.random.default_rng(5)
     logits = tf.constant(rng.standard_normal((7, 300)).astype(np.float32) * scale)
     labels = tf.constant(rng.integers(0, 300, size=7), tf.int32)
-    losses, grad = training.softmax_cross_entropy(logits, labels)
+    losses, grad = loss_fns.softmax_cross_entropy(logits, labels)
     want_losses, want_grad = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
         features=logits, labels=labels)
     assert np.all(np.isfinite(losses.numpy())) and np.all(np.isfinite(grad.numpy()))
