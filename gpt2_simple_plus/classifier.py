@@ -33,7 +33,6 @@ import json
 import os
 import re
 import sys
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -44,6 +43,7 @@ from .encoder import get_encoder
 from .errors import CheckpointError, DatasetError, ModelNotFoundError, TrainingError
 from .generation import model_folder
 from .optimizers import make_optimizer
+from .run import Run
 from .teaching import length_bucket
 
 LABELS_FILE = "labels.json"
@@ -404,46 +404,26 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
                         train_state={HEAD: clf.head.numpy(),
                                      MAX_LENGTH: np.array(max_length, np.int32)})
         sess.checkpoint = os.path.join(run_dir, f"model-{step}")
+        return sess.checkpoint
 
     lr = tf.constant(learning_rate, tf.float32)
-    start = time.time()
-    history, losses, done = [], [], counter
 
-    def report(step, loss):
+    def step(n):
+        tokens, lengths, y = next_batch()
+        return train_step(tokens, lengths, y, lr)
+
+    def validate(done):
         val_loss, val_acc = evaluate()
-        history.append({"step": step, "loss": loss, "val_loss": val_loss,
-                        "val_accuracy": val_acc})
-        print(f"[{step} | {time.time() - start:.2f}] loss={loss:.4f} "
-              f"val_loss={val_loss:.4f} val_acc={val_acc:.4f}", flush=True)
+        return {"val_loss": val_loss, "val_acc": val_acc}
 
-    try:
-        for step in range(counter + 1, counter + steps + 1):
-            tokens, lengths, y = next_batch()
-            loss = float(train_step(tokens, lengths, y, lr))
-            if not np.isfinite(loss):
-                raise TrainingError(f"The loss became {loss} at step {step}: the learning rate "
-                                    f"({learning_rate}) is too high. Try a tenth of it.")
-            losses.append(loss)
-            done = step
-            if step == counter + steps or eval_every and (step - counter) % eval_every == 0:
-                report(step, loss)
-            elif print_every and (step - counter) % print_every == 0:
-                avg = float(np.mean(losses[-print_every:]))
-                print(f"[{step} | {time.time() - start:.2f}] loss={loss:.4f} avg={avg:.4f}",
-                      flush=True)
-            if save_every and (step - counter) % save_every == 0 and step < counter + steps:
-                save(step)
-    except KeyboardInterrupt:  # stopping a notebook cell keeps what was learned, as gpt-2-simple
-        print("interrupted")
-        if done == counter:
-            raise
-        if not history or history[-1]["step"] != done:
-            report(done, losses[-1])
-    save(done)
+    run = Run(done=counter, steps=steps, print_every=print_every, save_every=save_every,
+              val_every=eval_every, digits=4, origin=counter, validation_carries_loss=True)
+    run.train(step, save=save, validate=validate)
     # How many padded shapes the step was compiled for (a few length buckets, not one per step).
     clf.train_traces = train_step.experimental_get_tracing_count()
-    final = history[-1]
-    return {**final, "labels": list(labels), "history": history}
+    history = [{"step": h["step"], "loss": h["loss"], "val_loss": h["val_loss"],
+                "val_accuracy": h["val_acc"]} for h in run.history]
+    return {**history[-1], "labels": list(labels), "history": history}
 
 
 def _train_step(model, head, opt, variables):

@@ -71,7 +71,8 @@ class Run:
         self.history = []  # one dict of metrics per validation, with its "step"
         self.best = {"value": float("inf"), "step": None, "weights": None, "bad": 0}
         self.bad_losses = 0  # non-finite losses in a row
-        self.last_saved = None
+        self.last_saved = None  # the checkpoint this run wrote last
+        self.latest = None  # the run's last good checkpoint (set by the trainer when resuming)
         self.start_time = time.time()
 
     # -- printing ------------------------------------------------------------
@@ -131,7 +132,10 @@ class Run:
                     self._final_save(save, restore)
                     return "done"
                 if self.due(self.save_every):
-                    self._save(save, self.done)
+                    if self.bad_losses:  # wait for a finite loss; a final save would refuse
+                        self.log(f"Not saving step {self.done}: its loss was not finite.")
+                    else:
+                        self._save(save, self.done)
                 if sample and self.due(self.sample_every):
                     sample(self.done)
                 if validate and self.due(self.val_every) and not self._validated_now() \
@@ -150,9 +154,9 @@ class Run:
                         not (self.validation_carries_loss and self.validation_due()):
                     self._print_loss(loss)
         except KeyboardInterrupt:
+            self.log("interrupted")
             if self.done == self.first and self.validation_carries_loss:
                 raise  # nothing trained yet: nothing worth a report
-            self.log("interrupted")
             if validate and self.validation_carries_loss and not self._validated_now():
                 self._validate(validate, snapshot)
             self._save(save, self.done)
@@ -178,8 +182,8 @@ class Run:
         self.bad_losses += 1
         if self.bad_losses >= NON_FINITE_PATIENCE:
             last = getattr(self, "last_finite_loss", None)
-            kept = f"; the run's latest checkpoint is still {self.last_saved}" \
-                if self.last_saved else ""
+            kept = f"; the run's latest checkpoint is still {self.latest}" \
+                if self.latest else ""
             raise TrainingError(
                 f"The loss was {loss} for {self.bad_losses} steps in a row (step {self.done}; "
                 f"last finite loss: {'none' if last is None else f'{last:.4f}'}). Training "
@@ -221,5 +225,6 @@ class Run:
         if self.bad_losses:
             raise TrainingError(
                 f"Not saving step {step}: its loss was not finite, so its weights may not be "
-                f"either. The run's latest checkpoint is still {self.last_saved or 'the last one'}.")
+                f"either. The run's latest checkpoint is still {self.latest or 'the last one'}.")
         self.last_saved = save(step, **kwargs) or self.last_saved
+        self.latest = self.last_saved or self.latest

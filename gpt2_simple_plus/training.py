@@ -202,6 +202,7 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
             os.path.dirname(os.path.abspath(ckpt or "")) == os.path.abspath(base_dir)
         if ckpt is not None and not from_base:  # a run's checkpoint: continue its optimizer too
             _restore_train_state(ckpt, opt, sampler, scaler)
+            run.latest = ckpt
 
         train_step = make_train_step(model, opt, strategy=strategy, scaler=scaler,
                                      recompute=use_memory_saving_gradients,
@@ -259,7 +260,7 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         for file in files_before:
             if file.startswith(("model", "events", checkpoints.TRAIN_STATE_PREFIX)):
                 os.remove(os.path.join(run_dir, file))
-        run.last_saved = save(run.done)
+        run.last_saved = run.latest = save(run.done)
 
     run.train(step, save=save, sample=sample, validate=validate if eval_step else None,
               snapshot=model.numpy_weights, restore=model.assign)

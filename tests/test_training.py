@@ -412,6 +412,49 @@ def test_bad_arguments_say_what_to_do(work, tiny_model_dir):
         tune(sess, tiny_model_dir, early_stopping_patience=3)
 
 
+def test_a_failure_before_the_first_step_leaves_no_run_behind(work, tiny_model_dir):
+    sess = gpt2.start_tf_sess()
+    run = work / "checkpoint" / "run1"
+    with pytest.raises(TrainingError, match="learning_rate must be a finite number"):
+        tune(sess, tiny_model_dir, learning_rate=float("nan"))
+    (work / "empty.txt").write_text("")
+    with pytest.raises(DatasetError):
+        tune(sess, tiny_model_dir, dataset="empty.txt")
+    with pytest.raises(DatasetError, match="missing.txt"):  # after data.txt was cached
+        tune(sess, tiny_model_dir, val_dataset="missing.txt")
+    assert not run.exists()  # no half-made run folder
+    # An existing run: a failing call leaves its files exactly as they were.
+    tune(sess, tiny_model_dir, steps=2)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(DatasetError):
+        tune(sess, tiny_model_dir, dataset="empty.txt")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(work, tiny_model_dir, capsys):
+    sess = gpt2.start_tf_sess()
+    tune(sess, tiny_model_dir, steps=2)
+    run = str(work / "checkpoint" / "run1")
+    good = run_weights(run)
+    # A learning rate this large sends the weights to infinity within a step or two.
+    with pytest.raises(TrainingError) as err:
+        tune(sess, tiny_model_dir, steps=8, learning_rate=1e38, optimizer="sgd")
+    assert "learning rate" in str(err.value) and "model-2" in str(err.value)
+    assert checkpoints.latest_checkpoint(run).endswith("model-2")
+    assert checkpoints.read_counter(run) == 2
+    after = run_weights(run)
+    assert all(np.array_equal(after[n], good[n]) for n in good)
+    # Saving every step: whatever is saved before the loss breaks down is finite, and the
+    # error names it as the run's latest.
+    with pytest.raises(TrainingError) as err:
+        tune(sess, tiny_model_dir, steps=8, learning_rate=1e38, optimizer="sgd", save_every=1)
+    latest = checkpoints.latest_checkpoint(run)
+    assert os.path.basename(latest) in str(err.value)
+    assert all(np.isfinite(v).all() for v in run_weights(run).values())
+    out = capsys.readouterr().out
+    assert "loss=nan" in out or "loss=inf" in out
+
+
 def test_from_scratch_then_another_model_in_the_same_process(work, tiny_model_dir, capsys):
     sess = gpt2.start_tf_sess()
     tune(sess, tiny_model_dir, model_name=None, hparams="tiny", vocab_dir=tiny_model_dir,
