@@ -24,7 +24,7 @@ import random
 import time
 
 import gpt2_simple_plus as gpt2
-from gpt2_simple_plus.classifier import read_labelled
+from gpt2_simple_plus.data import read_labelled
 
 STARS = {
     1: ["terrible", "awful", "disgusting", "inedible", "the worst"],

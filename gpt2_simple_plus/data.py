@@ -41,13 +41,15 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 import warnings
 
 import numpy as np
 
-from .errors import DatasetError
+from .errors import DatasetError, TrainingError
 
 START_TOKEN = "<|startoftext|>"
 END_TOKEN = "<|endoftext|>"
@@ -494,3 +496,158 @@ def encode_csv(csv_path, out_path="csv_encoded.txt", header=True, start_token=ST
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+# ---------------------------------------------------------------------------
+# Labelled data (texts and their labels), for the classifier.
+
+def read_labelled(dataset, text_column="text", label_column="label"):
+    """``(texts, labels)`` from a CSV / JSON-lines file, a ``(texts, labels)`` pair,
+    a list of dicts or a dict of columns.
+
+    In a CSV every value is text, so a label column of whole numbers only
+    (``0``, ``1``, ``5`` ...) is read as ``int``; JSON keeps its types.
+
+        >>> read_labelled((["good", "bad"], ["pos", "neg"]))
+        (['good', 'bad'], ['pos', 'neg'])
+        >>> read_labelled([{"review": "meh", "stars": 3}], "review", "stars")
+        (['meh'], [3])
+    """
+    if isinstance(dataset, (str, os.PathLike)):
+        texts, labels = _read_file(os.fspath(dataset), text_column, label_column)
+        source = os.fspath(dataset)
+    elif isinstance(dataset, dict):
+        missing = [c for c in (text_column, label_column) if c not in dataset]
+        if missing:
+            raise DatasetError(f"The dataset has no column {missing[0]!r}; its columns are "
+                               f"{_names(dataset)}. Pass text_column=... and label_column=....")
+        texts, labels = list(dataset[text_column]), list(dataset[label_column])
+        source = "the dataset"
+    elif isinstance(dataset, (list, tuple)) and dataset and all(
+            isinstance(r, dict) for r in dataset):
+        texts, labels = [], []
+        for n, row in enumerate(dataset):
+            missing = [c for c in (text_column, label_column) if c not in row]
+            if missing:
+                raise DatasetError(f"Row {n} of the dataset has no {missing[0]!r}; its keys are "
+                                   f"{_names(row)}. Pass text_column=... and label_column=....")
+            texts.append(row[text_column])
+            labels.append(row[label_column])
+        source = "the dataset"
+    elif isinstance(dataset, (list, tuple)) and len(dataset) == 2 and all(
+            isinstance(c, (list, tuple, np.ndarray)) for c in dataset):
+        texts, labels = list(dataset[0]), list(dataset[1])
+        if len(texts) != len(labels):
+            raise DatasetError(f"The dataset has {len(texts)} texts but {len(labels)} labels; "
+                               f"pass (texts, labels) of the same length.")
+        source = "the dataset"
+    else:
+        raise DatasetError(
+            "The dataset should be a CSV or JSON-lines file, a (texts, labels) pair of lists, "
+            f"a list of dicts or a dict of columns; got {type(dataset).__name__}.")
+    if not texts:
+        raise DatasetError(f"{source} has no rows. A classifier needs labelled examples.")
+    for n, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise DatasetError(f"Text {n} in {source} is {type(text).__name__} {text!r:.40}, "
+                               f"not a string.")
+    return texts, _check_labels([_plain(x) for x in labels], source)
+
+
+def _plain(label):
+    return label.item() if isinstance(label, np.generic) else label
+
+
+def _names(mapping):
+    return ", ".join(repr(k) for k in mapping) or "none"
+
+
+def _check_labels(labels, source):
+    for n, label in enumerate(labels):
+        if isinstance(label, bool) or not isinstance(label, (int, str)) or label == "":
+            raise DatasetError(f"Label {n} in {source} is {label!r}: labels must be strings or "
+                               f"whole numbers, and none may be empty.")
+    if len({type(x) for x in labels}) > 1:
+        raise DatasetError(f"{source} mixes string and number labels; make them all one kind.")
+    return labels
+
+
+def _read_file(path, text_column, label_column):
+    if not os.path.isfile(path):
+        raise DatasetError(f"The dataset file {path!r} does not exist.")
+    ext = os.path.splitext(path)[1].lower()
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        head = f.read(1)
+    if ext in (".jsonl", ".json", ".ndjson") or (ext not in (".csv", ".tsv") and head in "{["):
+        return _read_json(path, text_column, label_column)
+    return _read_csv(path, text_column, label_column, "\t" if ext == ".tsv" else ",")
+
+
+def _read_csv(path, text_column, label_column, delimiter):
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # reviews may be long
+    texts, labels = [], []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        columns = reader.fieldnames or []
+        for column in (text_column, label_column):
+            if column not in columns:
+                raise DatasetError(
+                    f"{path} has no column {column!r}; its columns are "
+                    f"{', '.join(repr(c) for c in columns) or 'none (the file is empty)'}. "
+                    f"Pass text_column=... and label_column=... to choose.")
+        for row in reader:
+            text, label = row[text_column], row[label_column]
+            if label is None or label.strip() == "":
+                raise DatasetError(f"{path}, line {reader.line_num}: the {label_column!r} "
+                                   f"column is empty. Every row needs a label.")
+            texts.append(text or "")
+            labels.append(label.strip())
+    if labels and all(re.fullmatch(r"[+-]?\d+", x) for x in labels):
+        labels = [int(x) for x in labels]
+    return texts, labels
+
+
+def _read_json(path, text_column, label_column):
+    with open(path, encoding="utf-8-sig") as f:
+        content = f.read()
+    try:
+        if content.lstrip().startswith("["):
+            rows = json.loads(content)
+            numbered = list(enumerate(rows, start=1))
+            where = "item"
+        else:
+            numbered = [(n, json.loads(line)) for n, line in enumerate(content.splitlines(), 1)
+                        if line.strip()]
+            where = "line"
+    except ValueError as err:
+        raise DatasetError(f"{path} is not valid JSON lines ({err}). Each line should be an "
+                           f"object like {{\"{text_column}\": \"...\", \"{label_column}\": ...}}."
+                           ) from None
+    texts, labels = [], []
+    for n, row in numbered:
+        if not isinstance(row, dict):
+            raise DatasetError(f"{path}, {where} {n}: expected a JSON object, got "
+                               f"{type(row).__name__}.")
+        for column in (text_column, label_column):
+            if column not in row:
+                raise DatasetError(
+                    f"{path}, {where} {n} has no {column!r}; its keys are {_names(row)}. "
+                    f"Pass text_column=... and label_column=... to choose.")
+        texts.append(row[text_column])
+        labels.append(row[label_column])
+    return texts, labels
+
+
+def holdout_rows(n, val_fraction, seed):
+    """Row numbers ``(train, validation)``: a random ``val_fraction`` of ``n`` labelled rows
+    held out (the classifier's validation; :func:`split_validation` is the language
+    model's, which keeps the end of every chunk).
+
+        >>> holdout_rows(5, 0.4, seed=0)
+        ([0, 1, 3], [2, 4])
+    """
+    if not 0 <= val_fraction < 1:
+        raise TrainingError(f"val_fraction must be at least 0 and below 1, got {val_fraction}.")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = 0 if val_fraction == 0 or n < 2 else min(n - 1, max(1, round(val_fraction * n)))
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())

@@ -11,7 +11,8 @@ import pytest
 
 import gpt2_simple_plus as gpt2
 from gpt2_simple_plus.checkpoints import load_model, read_bundle
-from gpt2_simple_plus.classifier import load_classifier, read_labelled
+from gpt2_simple_plus.classifier import load_classifier
+from gpt2_simple_plus.data import read_labelled
 
 import helpers
 
