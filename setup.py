@@ -38,7 +38,7 @@ setup(
             "ipykernel>=6",
         ],
         # The peers measured by benchmarks/ (torch 2.13.0 is the CPU build on the dev machines).
-        "bench": ["transformers>=4.40", "keras-hub>=0.20", "torch==2.13.0"],
+        "bench": ["transformers>=4.40", "keras-hub>=0.20", "torch==2.13.0", "ctranslate2>=4.0"],
     },
     entry_points={"console_scripts": ["gpt2_simple_plus=gpt2_simple_plus.cli:main"]},
     classifiers=[
