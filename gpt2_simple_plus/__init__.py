@@ -63,6 +63,7 @@ _EXPORTS = {
     "GenerationError": "errors",
     "TrainingError": "errors",
     "ColabError": "errors",
+    "WorkerError": "errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -287,7 +287,8 @@ def vocab_key(folder):
         return None
 
 
-def load_dataset(enc, path, combine=50000, *, cache_dir=None, vocab_folder=None):
+def load_dataset(enc, path, combine=50000, *, cache_dir=None, vocab_folder=None,
+                 write_cache=True):
     """Token chunks (a list of 1-D ``uint16`` arrays) of the dataset at ``path``.
 
     Same chunks as gpt-2-simple's ``load_dataset(enc, path, combine)``. With
@@ -295,10 +296,20 @@ def load_dataset(enc, path, combine=50000, *, cache_dir=None, vocab_folder=None)
     ``.json`` of chunk boundaries) and memory-mapped; a later call with the
     same files, ``combine`` and vocabulary (``vocab_folder``'s files) reuses
     them. Without it they are encoded into a temporary file and read into memory.
+    ``write_cache=False`` reads a complete cache in ``cache_dir`` but never writes
+    one: the workers of a multi-worker run other than the chief share the chief's
+    run folder and must not write into it.
     """
     paths = dataset_files(path)
     dtype = np.uint16 if enc.n_vocab <= 1 << 16 else np.int32
-    if cache_dir is None:
+    if cache_dir is not None:
+        key = cache_key(paths, combine, vocab_key(vocab_folder) if vocab_folder else enc.n_vocab)
+        npy, meta = (os.path.join(cache_dir, f"dataset-{key}{ext}") for ext in (".npy", ".json"))
+        cached = _read_cache(npy, meta)
+        if cached is not None:
+            print(f"Using the dataset encoded before: {npy}")
+            return cached
+    if cache_dir is None or not write_cache:
         tmp = tempfile.mkdtemp(prefix="gpt2-dataset-")
         try:
             raw = os.path.join(tmp, "tokens.bin")
@@ -308,18 +319,6 @@ def load_dataset(enc, path, combine=50000, *, cache_dir=None, vocab_folder=None)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    key = cache_key(paths, combine, vocab_key(vocab_folder) if vocab_folder else enc.n_vocab)
-    npy, meta = (os.path.join(cache_dir, f"dataset-{key}{ext}") for ext in (".npy", ".json"))
-    if os.path.isfile(npy) and os.path.isfile(meta):
-        try:
-            with open(meta, encoding="utf-8") as f:
-                bounds = json.load(f)["bounds"]
-            tokens = np.load(npy, mmap_mode="r")
-            if len(tokens) == bounds[-1]:
-                print(f"Using the dataset encoded before: {npy}")
-                return _split(tokens, bounds)
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache is simply rebuilt
     os.makedirs(cache_dir, exist_ok=True)
     raw = npy + ".tmp-raw"
     try:
@@ -334,6 +333,19 @@ def load_dataset(enc, path, combine=50000, *, cache_dir=None, vocab_folder=None)
         json.dump({"bounds": bounds, "files": len(paths), "combine": combine}, f)
     os.replace(meta + ".tmp", meta)  # written last: marks the cache complete
     return _split(np.load(npy, mmap_mode="r"), bounds)
+
+
+def _read_cache(npy, meta):
+    """The chunks of a complete cache (its ``.json`` is written last), else ``None``."""
+    if not (os.path.isfile(npy) and os.path.isfile(meta)):
+        return None
+    try:
+        with open(meta, encoding="utf-8") as f:
+            bounds = json.load(f)["bounds"]
+        tokens = np.load(npy, mmap_mode="r")
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged cache is simply rebuilt
+    return _split(tokens, bounds) if len(tokens) == bounds[-1] else None
 
 
 def remove_stale_caches(cache_dir, keep):

@@ -54,3 +54,7 @@ class TrainingError(Gpt2Error, ValueError):
 
 class ColabError(Gpt2Error, RuntimeError):
     """A Google Drive helper was used outside Colab or before mounting the Drive."""
+
+
+class WorkerError(TrainingError):
+    """A worker of a multi-worker run stopped or stopped answering, so training cannot go on."""

@@ -1,0 +1,308 @@
+"""Training on more than one device, process or machine, with ``tf.distribute``.
+
+``finetune(strategy=...)`` takes any ``tf.distribute`` strategy, or a name:
+
+* ``"multiworker"``: ``tf.distribute.MultiWorkerMirroredStrategy`` across the
+  processes (on one machine or many) that ``TF_CONFIG`` describes. Every
+  worker runs the same ``finetune`` call; ``TF_CONFIG`` tells each which one
+  it is. Worker 0 (or the task named ``chief``) is the chief.
+* ``"mirrored"``: ``tf.distribute.MirroredStrategy`` over this machine's GPUs
+  (what ``multi_gpu=True`` asks for).
+
+What a multi-worker run does differently from one process:
+
+* Only the chief writes: the run folder (checkpoints, ``counter``, the
+  encoded-dataset cache, copies of the model files), samples and printed lines.
+  The other workers write nowhere a user looks: they read a complete
+  dataset cache if they find one, else encode the dataset into memory.
+* Each step's ``batch_size`` windows are drawn from one stream of random
+  windows that every worker draws alike (the chief's seed and sampler state
+  are sent to the others at the start), and replica ``r`` of ``R`` trains on
+  the ``r``-th slice of them: the workers see different windows, and together
+  exactly the windows a one-process run with the same ``seed`` would see.
+* The model's starting weights come from the chief (TensorFlow sends the
+  chief's value of every variable created under the strategy), and so do the
+  optimizer state, step counter and sampler state of a resumed run: a worker
+  needs the base model and the dataset, not the chief's run folder.
+* When a worker stops, the others end with a :class:`WorkerError` that names
+  it and the run's last checkpoint, instead of waiting for ever.
+
+    >>> make_strategy(None) is None
+    True
+    >>> is_chief(None)
+    True
+"""
+
+import hashlib
+import json
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import TrainingError, WorkerError
+
+STRATEGY_NAMES = ("multiworker", "mirrored")
+
+_multiworker = []  # the one MultiWorkerMirroredStrategy of this process (TensorFlow allows one)
+
+
+def make_strategy(strategy=None, multi_gpu=False):
+    """The strategy ``finetune`` trains with: ``None`` for one device, else a
+    ``tf.distribute`` strategy (``strategy`` itself, or the one its name asks for).
+
+        >>> make_strategy("one-gpu")
+        Traceback (most recent call last):
+        ...
+        gpt2_simple_plus.errors.TrainingError: Unknown strategy 'one-gpu'. ...
+    """
+    if isinstance(strategy, str):
+        name = strategy.lower().replace("-", "").replace("_", "")
+        if name in ("", "none", "default"):
+            strategy = None
+        elif name == "multiworker":
+            strategy = multiworker_strategy()
+        elif name == "mirrored":
+            strategy = tf.distribute.MirroredStrategy()
+        else:
+            raise TrainingError(f"Unknown strategy {strategy!r}. Choose one of: "
+                                f"{', '.join(STRATEGY_NAMES)}, or pass a tf.distribute "
+                                f"strategy object.")
+    if strategy is None and multi_gpu:
+        strategy = tf.distribute.MirroredStrategy()
+    if strategy is None:
+        return None
+    workers = worker_count(strategy)
+    if workers > 1:
+        return strategy
+    return strategy if strategy.num_replicas_in_sync > 1 else None
+
+
+def multiworker_strategy(timeout=None):
+    """This process's ``tf.distribute.MultiWorkerMirroredStrategy``, made from
+    ``TF_CONFIG`` once (TensorFlow configures its collectives once per process).
+
+    A worker that dies or freezes is noticed by TensorFlow's coordination service,
+    which stops hearing its heartbeats (about 10 seconds; measured 5-7 s here), and
+    the others end with a :class:`WorkerError`. ``timeout`` (seconds) also bounds
+    every exchange between the workers, for a worker that is alive but stuck; it
+    must exceed the chief's longest pause alone (saving, sampling), which the others
+    wait out at the next step. TensorFlow runs a thread per exchange to time it, so
+    it is off by default.
+    """
+    if _multiworker:
+        return _multiworker[0]
+    config = os.environ.get("TF_CONFIG", "")
+    try:
+        cluster = json.loads(config)["cluster"] if config else None
+    except (ValueError, KeyError, TypeError):
+        raise TrainingError(f"TF_CONFIG is not valid: {config[:200]!r}. It is JSON like "
+                            f"{_EXAMPLE_TF_CONFIG}.") from None
+    if not cluster:
+        raise TrainingError(
+            f"strategy='multiworker' needs the environment variable TF_CONFIG, which lists "
+            f"every worker and says which one this is, e.g. TF_CONFIG='{_EXAMPLE_TF_CONFIG}' "
+            f"on the first machine and index 1 on the second. See the README's multi-worker "
+            f"recipe.")
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    except RuntimeError as err:
+        if "program startup" not in str(err):
+            raise
+        raise TrainingError(
+            "strategy='multiworker' must be set up before TensorFlow runs anything in this "
+            "process. Create it first thing in your script: strategy = "
+            "tf.distribute.MultiWorkerMirroredStrategy(), then finetune(..., "
+            "strategy=strategy).") from None
+    _multiworker.append(strategy)
+    return strategy
+
+
+_EXAMPLE_TF_CONFIG = ('{"cluster": {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]}, '
+                      '"task": {"type": "worker", "index": 0}}')
+
+
+# ---------------------------------------------------------------------------
+# Who is who
+
+def is_chief(strategy):
+    """Whether this process writes the run: always, except on the workers of a
+    multi-worker strategy other than the chief (worker 0 or the ``chief`` task)."""
+    return strategy is None or bool(strategy.extended.should_checkpoint)
+
+
+def _cluster(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None) if strategy is not None else None
+    if resolver is None:
+        return {}, None, None
+    try:
+        spec = resolver.cluster_spec().as_dict()
+    except (ValueError, AttributeError):
+        return {}, None, None
+    return spec, resolver.task_type, resolver.task_id
+
+
+def worker_count(strategy):
+    """How many processes train together (1 without a multi-worker strategy)."""
+    spec, _, _ = _cluster(strategy)
+    return max(len(spec.get("chief", [])) + len(spec.get("worker", [])), 1)
+
+
+def worker_index(strategy):
+    """This process's number among the workers, the chief's being 0."""
+    spec, task_type, task_id = _cluster(strategy)
+    if not spec or task_type not in ("chief", "worker"):
+        return 0
+    return int(task_id) + (len(spec.get("chief", [])) if task_type == "worker" else 0)
+
+
+def describe(strategy):
+    """The header line of a distributed run, e.g. ``Training on 2 devices in 2 workers``."""
+    replicas = strategy.num_replicas_in_sync
+    workers = worker_count(strategy)
+    if workers > 1:
+        return f"Training on {replicas} devices in {workers} workers (this is the chief)"
+    return f"Training on {replicas} devices"
+
+
+# ---------------------------------------------------------------------------
+# Agreeing with the chief
+
+def broadcast_from_chief(strategy, values):
+    """The chief's value of each array in ``values`` (a list), on every worker."""
+    values = [tf.convert_to_tensor(v) for v in values]
+    if worker_count(strategy) < 2:
+        return values
+    fn = _broadcasters.get(id(strategy))
+    if fn is None:
+        fn = _broadcasters[id(strategy)] = _make_broadcaster(strategy)
+    return fn(values)
+
+
+_broadcasters = {}
+
+
+def _make_broadcaster(strategy):
+    def keep_first(values):
+        first = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group, 0)
+        return [tf.where(first, v, tf.zeros_like(v)) for v in values]
+
+    def broadcast(values):
+        # The sum over replicas of the first replica's value and zeros elsewhere.
+        per_replica = strategy.run(keep_first, args=(values,))
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in per_replica]
+
+    return tf.function(broadcast, autograph=False)
+
+
+def sync_from_chief(strategy, variables):
+    """Give ``variables`` (e.g. an optimizer's state restored on the chief only) the
+    chief's values on every worker."""
+    for v in variables:
+        if isinstance(v, tf.Variable):
+            v.assign(broadcast_from_chief(strategy, [v.value()])[0])
+
+
+def chief_json(strategy, value, max_bytes=1 << 16):
+    """The chief's ``value`` (anything JSON can hold) on every worker."""
+    data = json.dumps(value).encode()
+    if len(data) > max_bytes:
+        raise ValueError(f"{len(data)} bytes are too many to broadcast (at most {max_bytes})")
+    padded = np.zeros(max_bytes, np.int32)
+    padded[:len(data)] = np.frombuffer(data, np.uint8)
+    out = broadcast_from_chief(strategy, [padded])[0].numpy().astype(np.uint8)
+    return json.loads(bytes(out).rstrip(b"\0").decode())
+
+
+def check_agreement(strategy, settings):
+    """Raise :class:`TrainingError` on every worker if the workers' ``settings`` (a dict
+    of what must be equal everywhere: model shape, batch, steps ...) differ."""
+    if worker_count(strategy) < 2:
+        return
+    text = json.dumps(settings, sort_keys=True, default=str)
+    digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:16], np.uint16)
+    chief = broadcast_from_chief(strategy, [digest.astype(np.int32)])[0].numpy()
+    differs = np.int32(not np.array_equal(chief, digest.astype(np.int32)))
+    # every worker learns whether any worker differs, so they all stop together
+    anyone = int(broadcast_sum(strategy, differs))
+    if anyone:
+        mine = ("this worker's settings differ from the chief's" if differs else
+                "another worker's settings differ from this one's")
+        raise TrainingError(
+            f"The workers were started with different settings ({mine}: {text[:300]}). Start "
+            f"every worker with the same finetune arguments, model and dataset.")
+
+
+def broadcast_sum(strategy, value):
+    """The sum over workers of each worker's ``value`` (a number)."""
+    fn = _summers.get(id(strategy))
+    if fn is None:
+        def first_replica(v):
+            ctx = tf.distribute.get_replica_context()
+            return tf.where(tf.equal(ctx.replica_id_in_sync_group % _local_replicas(strategy),
+                                     0), v, tf.zeros_like(v))
+
+        def total(v):
+            return strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                   strategy.run(first_replica, args=(v,)), axis=None)
+
+        fn = _summers[id(strategy)] = tf.function(total, autograph=False)
+    return fn(tf.constant(value, tf.int32)).numpy()
+
+
+_summers = {}
+
+
+def _local_replicas(strategy):
+    return max(strategy.num_replicas_in_sync // worker_count(strategy), 1)
+
+
+# ---------------------------------------------------------------------------
+# When a worker stops
+
+COLLECTIVE_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                     tf.errors.CancelledError, tf.errors.AbortedError,
+                     tf.errors.FailedPreconditionError, tf.errors.InternalError)
+
+
+def lost_worker_error(err, strategy, step, last_checkpoint):
+    """The :class:`WorkerError` for a TensorFlow error raised while the workers
+    exchanged values at ``step`` (``last_checkpoint``: the run's latest, or ``None``)."""
+    spec, _, _ = _cluster(strategy)
+    text = str(getattr(err, "message", err))
+    tasks = re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", text)
+    me = worker_index(strategy)
+    names = []
+    for job, task in dict.fromkeys(tasks):
+        addresses = spec.get(job, [])
+        index = int(task) + (len(spec.get("chief", [])) if job == "worker" else 0)
+        if index == me:
+            continue
+        where = f" ({addresses[int(task)]})" if int(task) < len(addresses) else ""
+        names.append(f"worker {index}{where}")
+    who = " and ".join(names) if names else "another worker"
+    if isinstance(err, tf.errors.DeadlineExceededError):
+        what = f"{who} did not answer within the strategy's timeout"
+    else:
+        what = f"{who} stopped"
+    reason = _reason(text) or type(err).__name__
+    saved = (f"The run's last checkpoint is {last_checkpoint}; start every worker again to "
+             f"continue from it (restore_from='latest')." if last_checkpoint else
+             "No checkpoint was saved in this run yet; start every worker again.")
+    return WorkerError(f"Multi-worker training ended at step {step}: {what} (TensorFlow: "
+                       f"{reason}). Every worker is needed for every step, so this one stops "
+                       f"too. {saved}")
+
+
+def _reason(text):
+    """The line of a TensorFlow collective error that says what happened."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for key in ("unhealthy", "heartbeat", "reset by peer", "Connection", "aborted by",
+                "deadline", "timed out", "unavailable"):
+        for line in lines:
+            if key.lower() in line.lower():
+                return line[:200]
+    lines = [line for line in lines if not line.startswith("Graph execution error")]
+    return lines[0][:200] if lines else ""
