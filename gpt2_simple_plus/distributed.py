@@ -303,6 +303,8 @@ def _reason(text):
                 "deadline", "timed out", "unavailable"):
         for line in lines:
             if key.lower() in line.lower():
-                return line[:200]
+                line = re.sub(r"^(Collective ops is aborted by: )?(Error reported from \S+: )?",
+                              "", line)
+                return line.rstrip(":")[:200]
     lines = [line for line in lines if not line.startswith("Graph execution error")]
     return lines[0][:200] if lines else ""

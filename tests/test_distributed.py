@@ -1,0 +1,321 @@
+"""Training across worker processes: MultiWorkerMirroredStrategy over TF_CONFIG on 127.0.0.1.
+
+Two clusters of two real worker processes run side by side (module fixture), while
+this process makes the one-process runs they must equal:
+
+* cluster A: both workers in one folder (the issue's setup); 3 steps with a sample.
+* cluster B: each worker in a folder of its own (two machines), resuming a run only
+  the chief has (the one-process twin of A's); worker 1 is killed after two steps.
+
+The workers print each step's exact loss as ``LOSS <float>`` on stderr (the
+workers other than the chief print nothing on stdout).
+"""
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import helpers
+import gpt2_simple_plus as gpt2
+from gpt2_simple_plus import checkpoints, distributed, training
+from gpt2_simple_plus.data import load_dataset
+from gpt2_simple_plus.encoder import _example_folder, get_encoder
+from gpt2_simple_plus.errors import TrainingError
+
+pytestmark = pytest.mark.slow
+
+TEXT = "the cat sat on the mat and the hat. " * 60
+KW = dict(model_name="tiny", model_dir="models", batch_size=2, accumulate_gradients=2,
+          learning_rate=1e-3, seed=0, sample_every=2, sample_length=8, save_every=0,
+          print_every=1)
+A_STEPS = 3  # cluster B resumes the one-process run of A_STEPS steps
+B_STEPS = 2  # steps of cluster B compared with one process, before worker 1 is killed
+
+WORKER = textwrap.dedent("""
+    import json, sys
+    import gpt2_simple_plus as gpt2
+    from gpt2_simple_plus import training
+
+    make_train_step = training.make_train_step
+
+    def recording(*args, **kwargs):
+        step = make_train_step(*args, **kwargs)
+
+        def run(*inputs):
+            loss = step(*inputs)
+            print("\\nLOSS", repr(float(loss)), file=sys.stderr, flush=True)
+            return loss
+        return run
+
+    training.make_train_step = recording
+    try:
+        gpt2.finetune(gpt2.start_tf_sess(), "data.txt", strategy="multiworker",
+                      **json.loads(sys.argv[1]))
+    except gpt2.Gpt2Error as err:
+        print(f"ERROR {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        sys.exit(3)
+    print("FINISHED", file=sys.stderr, flush=True)
+""")
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class Worker:
+    """One worker process; its stdout and stderr go to files in its folder."""
+
+    def __init__(self, folder, index, addresses, kwargs):
+        self.folder, self.index = folder, index
+        self.out_path = os.path.join(folder, f"worker{index}.out")
+        self.err_path = os.path.join(folder, f"worker{index}.err")
+        config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+        env = dict(os.environ, TF_CONFIG=json.dumps(config), TF_CPP_MIN_LOG_LEVEL="3",
+                   PYTHONUNBUFFERED="1", PYTHONPATH=helpers.REPO)
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(kwargs)],
+                                         cwd=folder, stdout=out, stderr=err, env=env)
+
+    @property
+    def out(self):
+        with open(self.out_path) as f:
+            return f.read()
+
+    @property
+    def err(self):
+        with open(self.err_path) as f:
+            return f.read()
+
+    def losses(self):
+        return [float(x) for x in re.findall(r"^LOSS (\S+)$", self.err, re.M)]
+
+    def wait(self, timeout):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"worker {self.index} still running after {timeout} s:\n"
+                                 f"{self.out[-1500:]}\n{self.err[-3000:]}") from None
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def log(self):
+        return f"--- worker {self.index} stdout:\n{self.out[-1500:]}\n--- stderr:\n{self.err[-3000:]}"
+
+
+def cluster(folders, kwargs):
+    addresses = [f"127.0.0.1:{p}" for p in free_ports(len(folders))]
+    return [Worker(f, i, addresses, kwargs) for i, f in enumerate(folders)]
+
+
+def machine(folder, tiny_model_dir):
+    """A folder as a machine would hold it: models/tiny and data.txt."""
+    os.makedirs(folder, exist_ok=True)
+    shutil.copytree(tiny_model_dir, os.path.join(folder, "models", "tiny"))
+    with open(os.path.join(folder, "data.txt"), "w") as f:
+        f.write(TEXT)
+    return folder
+
+
+def finetune_here(folder, **kwargs):
+    """A one-process finetune in ``folder``; returns the exact loss of each step."""
+    losses = []
+    make_train_step = training.make_train_step
+
+    def recording(*args, **kw):
+        step = make_train_step(*args, **kw)
+
+        def run(*inputs):
+            loss = step(*inputs)
+            losses.append(float(loss))
+            return loss
+        return run
+
+    cwd = os.getcwd()
+    os.chdir(folder)
+    training.make_train_step = recording
+    try:
+        gpt2.finetune(gpt2.start_tf_sess(), "data.txt", **{**KW, **kwargs})
+    finally:
+        training.make_train_step = make_train_step
+        os.chdir(cwd)
+    return losses
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model_dir):
+    root = str(tmp_path_factory.mktemp("distributed"))
+    folder = lambda name: machine(os.path.join(root, name), tiny_model_dir)  # noqa: E731
+    a, b = cluster([folder("a")] * 2, dict(KW, steps=A_STEPS)), []
+    started = time.time()
+    try:
+        # the one-process runs they must equal, made while the workers start
+        a_one = finetune_here(folder("a_one"), steps=A_STEPS)
+        # cluster B resumes a run that only the chief's machine holds
+        b_chief, b_worker, b_one = folder("b0"), folder("b1"), folder("b_one")
+        for f in (b_chief, b_one):
+            shutil.copytree(os.path.join(root, "a_one", "checkpoint"),
+                            os.path.join(f, "checkpoint"))
+        b_kw = dict(KW, seed=1, sample_every=0)
+        b = cluster([b_chief, b_worker], dict(b_kw, steps=1000))
+        b_one_losses = finetune_here(b_one, steps=B_STEPS, **b_kw)
+        for w in a:
+            w.wait(timeout=240)
+        # cluster B: let it train B_STEPS steps, then kill worker 1
+        while len(b[0].losses()) < B_STEPS and b[0].proc.poll() is None \
+                and time.time() - started < 240:
+            time.sleep(0.2)
+        killed = time.time()
+        b[1].kill()
+        b[0].wait(timeout=60)
+        b_chief_ended = time.time() - killed
+    finally:
+        for w in a + b:
+            w.kill()
+    return dict(root=root, a=a, a_one=a_one, b=b, b_one=b_one_losses,
+                b_chief_ended=b_chief_ended)
+
+
+def test_two_workers_in_one_folder_train_like_one_process(runs):
+    a, root = runs["a"], runs["root"]
+    assert [w.proc.returncode for w in a] == [0, 0], a[0].log() + a[1].log()
+    chief, other = a
+    assert "Training on 2 devices in 2 workers (this is the chief)" in chief.out
+    assert "Saving checkpoint/run1/model-3" in chief.out
+    assert other.out.strip() == "", other.log()  # only the chief prints
+    # the workers agree with each other and with one process seeing the same windows
+    assert len(runs["a_one"]) == A_STEPS
+    np.testing.assert_allclose(chief.losses(), runs["a_one"], rtol=1e-5)
+    np.testing.assert_allclose(other.losses(), runs["a_one"], rtol=1e-5)
+    ours = dict(checkpoints.read_checkpoint(os.path.join(root, "a", "checkpoint", "run1")).items())
+    one = dict(checkpoints.read_checkpoint(
+        os.path.join(root, "a_one", "checkpoint", "run1")).items())
+    base = dict(checkpoints.read_checkpoint(os.path.join(root, "a", "models", "tiny")).items())
+    assert max(float(np.abs(ours[n] - base[n]).max()) for n in ours) > 1e-4
+    assert max(float(np.abs(ours[n] - one[n]).max()) for n in ours) < 1e-5
+    # what the chief wrote, once: no temporary files, one dataset cache, one sample file
+    files, one_files = (sorted(re.sub(r"^dataset-\w+", "dataset-*", f) for f in os.listdir(
+        os.path.join(root, name, "checkpoint", "run1"))) for name in ("a", "a_one"))
+    assert files == one_files and files.count("dataset-*.npy") == 1, files
+    assert os.listdir(os.path.join(root, "a", "samples", "run1")) == ["samples-3"]
+    assert checkpoints.read_counter(os.path.join(root, "a", "checkpoint", "run1")) == A_STEPS
+
+
+def test_a_worker_resumes_a_run_only_the_chief_has_and_writes_nothing(runs):
+    chief, other = runs["b"]
+    # the chief's counter, sampler state and optimizer state reached worker 1:
+    # the losses continue exactly as one process continues the run
+    np.testing.assert_allclose(chief.losses()[:B_STEPS], runs["b_one"], rtol=1e-5,
+                               err_msg=chief.log() + other.log())
+    np.testing.assert_allclose(other.losses()[:B_STEPS], runs["b_one"], rtol=1e-5)
+    assert f"[{A_STEPS + 1} | " in chief.out
+    worker_folder = os.path.join(runs["root"], "b1")
+    assert sorted(os.listdir(worker_folder)) == ["data.txt", "models", "worker1.err",
+                                                 "worker1.out"]
+
+
+def test_killing_a_worker_ends_the_other_with_a_clear_message(runs):
+    chief, other = runs["b"]
+    assert chief.proc.returncode == 3, chief.log()
+    assert runs["b_chief_ended"] < 60
+    message = [line for line in chief.err.splitlines() if line.startswith("ERROR ")]
+    assert message, chief.log()
+    assert message[0].startswith("ERROR WorkerError: Multi-worker training ended at step ")
+    assert "worker 1 (127.0.0.1:" in message[0] and "stopped" in message[0]
+    assert f"last checkpoint is checkpoint/run1/model-{A_STEPS}" in message[0]
+    assert "Traceback" not in chief.err
+
+
+def test_the_run_loads_in_gpt2_simple(runs):
+    if importlib.util.find_spec("gpt_2_simple") is None:
+        pytest.skip("gpt-2-simple is not installed")
+    code = textwrap.dedent("""
+        import gpt_2_simple as gpt2
+        sess = gpt2.start_tf_sess()
+        gpt2.load_gpt2(sess, run_name="run1", checkpoint_dir="checkpoint")
+        text = gpt2.generate(sess, run_name="run1", checkpoint_dir="checkpoint", length=5,
+                             prefix="the cat", seed=0, return_as_list=True)[0]
+        print("RESULT", repr(text))
+    """)
+    proc = helpers.run_python(code, cwd=os.path.join(runs["root"], "a"), timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Loading checkpoint checkpoint/run1/model-3" in proc.stdout
+    assert "RESULT 'the cat" in proc.stdout
+
+
+# -- without a cluster --------------------------------------------------------------
+
+def test_multiworker_without_tf_config_says_how_to_set_it(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(TrainingError, match="needs the environment variable TF_CONFIG"):
+        distributed.make_strategy("multiworker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(TrainingError, match="TF_CONFIG is not valid"):
+        distributed.make_strategy("multiworker")
+    with pytest.raises(TrainingError, match="Unknown strategy 'tpus'. Choose one of: "
+                                            "multiworker, mirrored"):
+        distributed.make_strategy("tpus")
+    assert distributed.make_strategy("none") is None
+    assert distributed.is_chief(None) and distributed.worker_count(None) == 1
+
+
+def test_a_worker_other_than_the_chief_reads_the_cache_but_never_writes_one(tmp_path):
+    enc = get_encoder(_example_folder())
+    (tmp_path / "data.txt").write_text(TEXT)
+    run = tmp_path / "run"
+    run.mkdir()
+    mine = load_dataset(enc, str(tmp_path / "data.txt"), cache_dir=str(run), write_cache=False)
+    assert os.listdir(run) == []
+    chiefs = load_dataset(enc, str(tmp_path / "data.txt"), cache_dir=str(run))
+    assert sorted(f.rsplit(".", 1)[1] for f in os.listdir(run)) == ["json", "npy"]
+    again = load_dataset(enc, str(tmp_path / "data.txt"), cache_dir=str(run), write_cache=False)
+    assert getattr(again[0], "filename", None)  # memory-mapped from the chief's cache
+    for a, b, c in zip(mine, chiefs, again):
+        assert a.tolist() == b.tolist() == c.tolist()
+
+
+def test_the_message_names_the_lost_worker():
+    import tensorflow as tf
+
+    class FakeStrategy:
+        class extended:
+            should_checkpoint = True
+
+        class cluster_resolver:
+            task_type, task_id = "worker", 0
+
+            @staticmethod
+            def cluster_spec():
+                return tf.train.ClusterSpec({"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]})
+
+    err = tf.errors.UnavailableError(None, None, "Graph execution error:\n\nCollective ops is "
+                                     "aborted by: The following tasks are unhealthy (stopped "
+                                     "sending heartbeats):\n/job:worker/replica:0/task:1\n")
+    message = str(distributed.lost_worker_error(err, FakeStrategy, 7,
+                                                "checkpoint/run1/model-5"))
+    assert message.startswith("Multi-worker training ended at step 7: worker 1 (10.0.0.2:2222) "
+                              "stopped (TensorFlow: The following tasks are unhealthy (stopped "
+                              "sending heartbeats)).")
+    assert "last checkpoint is checkpoint/run1/model-5" in message
+    assert distributed.worker_count(FakeStrategy) == 2
