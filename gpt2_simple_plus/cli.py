@@ -263,6 +263,9 @@ def build_parser():
     g.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="float16/bfloat16 on GPUs and TPUs that are fast at them")
     _flag(g, "--jit_compile", default=None, help="compile the step with XLA (default: automatic)")
+    g.add_argument("--strategy", choices=("multiworker", "mirrored"),
+                   help="multiworker: train across the machines TF_CONFIG lists (run the same "
+                        "command on each); mirrored: across this machine's GPUs")
     _flag(g, "--download", default=True, help="download the model first if it is missing")
     p.set_defaults(func=_finetune)
 
@@ -469,11 +472,22 @@ def _finetune(args):
                   early_stopping_patience=args.early_stopping_patience,
                   warmup_steps=args.warmup_steps, lr_decay=args.lr_decay,
                   max_grad_norm=args.max_grad_norm, weight_decay=args.weight_decay,
-                  precision=args.precision, jit_compile=args.jit_compile)
+                  precision=args.precision, jit_compile=args.jit_compile,
+                  strategy=args.strategy)
+    if not _is_chief():
+        return
     print(f"The run is in {os.path.join(args.checkpoint_dir, args.run_name)}; generate from it "
           f"with: {PROG} generate --run_name {args.run_name}"
           + ("" if args.checkpoint_dir == "checkpoint" else
              f" --checkpoint_dir {args.checkpoint_dir}"))
+
+
+def _is_chief():
+    """False in the workers of a multi-worker run other than the chief, which print nothing."""
+    from .distributed import is_chief, multiworker_made
+
+    strategy = multiworker_made()
+    return strategy is None or is_chief(strategy)
 
 
 def _needs_download(model_dir, model_name):

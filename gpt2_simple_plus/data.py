@@ -288,7 +288,7 @@ def vocab_key(folder):
 
 
 def load_dataset(enc, path, combine=50000, *, cache_dir=None, vocab_folder=None,
-                 write_cache=True):
+                 write_cache=True, log=print):
     """Token chunks (a list of 1-D ``uint16`` arrays) of the dataset at ``path``.
 
     Same chunks as gpt-2-simple's ``load_dataset(enc, path, combine)``. With
@@ -298,7 +298,8 @@ def load_dataset(enc, path, combine=50000, *, cache_dir=None, vocab_folder=None,
     them. Without it they are encoded into a temporary file and read into memory.
     ``write_cache=False`` reads a complete cache in ``cache_dir`` but never writes
     one: the workers of a multi-worker run other than the chief share the chief's
-    run folder and must not write into it.
+    run folder and must not write into it. ``log`` prints the one line saying a
+    cache was used.
     """
     paths = dataset_files(path)
     dtype = np.uint16 if enc.n_vocab <= 1 << 16 else np.int32
@@ -307,7 +308,7 @@ def load_dataset(enc, path, combine=50000, *, cache_dir=None, vocab_folder=None,
         npy, meta = (os.path.join(cache_dir, f"dataset-{key}{ext}") for ext in (".npy", ".json"))
         cached = _read_cache(npy, meta)
         if cached is not None:
-            print(f"Using the dataset encoded before: {npy}")
+            log(f"Using the dataset encoded before: {npy}")
             return cached
     if cache_dir is None or not write_cache:
         tmp = tempfile.mkdtemp(prefix="gpt2-dataset-")

@@ -33,6 +33,7 @@ What a multi-worker run does differently from one process:
     True
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -118,6 +119,11 @@ def multiworker_strategy(timeout=None):
             "strategy=strategy).") from None
     _multiworker.append(strategy)
     return strategy
+
+
+def multiworker_made():
+    """The strategy :func:`multiworker_strategy` made in this process, or ``None``."""
+    return _multiworker[0] if _multiworker else None
 
 
 _EXAMPLE_TF_CONFIG = ('{"cluster": {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]}, '
@@ -259,8 +265,28 @@ def _local_replicas(strategy):
     return max(strategy.num_replicas_in_sync // worker_count(strategy), 1)
 
 
+def barrier(strategy):
+    """Wait until every worker gets here (nothing without a multi-worker strategy)."""
+    if worker_count(strategy) > 1:
+        broadcast_sum(strategy, 0)
+
+
 # ---------------------------------------------------------------------------
 # When a worker stops
+
+@contextlib.contextmanager
+def worker_errors(strategy, run):
+    """Turn TensorFlow's errors about a lost worker into :class:`WorkerError` (with a
+    multi-worker strategy; ``run`` is the :class:`~gpt2_simple_plus.run.Run`, for the
+    step and the latest checkpoint)."""
+    if worker_count(strategy) < 2:
+        yield
+        return
+    try:
+        yield
+    except COLLECTIVE_ERRORS as err:
+        raise lost_worker_error(err, strategy, run.done + 1, run.latest) from None
+
 
 COLLECTIVE_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
                      tf.errors.CancelledError, tf.errors.AbortedError,

@@ -40,7 +40,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from . import checkpoints
+from . import checkpoints, distributed
 from .data import Sampler, load_dataset, remove_stale_caches, split_validation, validation_windows
 from .encoder import get_encoder
 from .errors import DatasetError, ModelNotFoundError, TrainingError
@@ -114,8 +114,13 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
       gradient norm), ``weight_decay`` (``"adamw"`` only).
     * ``precision``: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (with dynamic
       loss scaling); the weights stay float32 either way.
-    * ``strategy``: any ``tf.distribute`` strategy; the batch is split across
-      its replicas, so ``batch_size`` must be a multiple of their number.
+    * ``strategy``: any ``tf.distribute`` strategy, or ``"multiworker"``
+      (``MultiWorkerMirroredStrategy`` over the processes or machines ``TF_CONFIG``
+      lists; every worker runs the same ``finetune``, only the chief writes and
+      prints) or ``"mirrored"``. ``batch_size`` is the batch of all devices
+      together, split across them, so it must be a multiple of their number; with
+      the same ``seed`` the run trains on the same windows as one process does
+      (see ``distributed.py`` and the README's multi-worker recipe).
     * ``jit_compile``: compile the step with XLA (``None``: what measured faster,
       see :func:`default_jit_compile`).
 
@@ -148,23 +153,36 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         learning_rate=learning_rate, val_dataset=val_dataset, val_fraction=val_fraction,
         early_stopping_patience=early_stopping_patience)
     run_dir = os.path.join(checkpoint_dir, run_name)
-    strategy = _pick_strategy(strategy, multi_gpu)
+    # a multi-worker strategy must be made before TensorFlow runs anything else
+    strategy = distributed.make_strategy(strategy, multi_gpu)
+    # Only the chief of a multi-worker run writes (run folder, dataset cache, samples) and
+    # prints; the other workers read the base model and take the rest from the chief.
+    chief = distributed.is_chief(strategy)
+    multi_worker = distributed.worker_count(strategy) > 1
     run = Run(done=0, steps=steps, print_every=print_every, save_every=save_every,
               sample_every=sample_every, progress_bar=True,
               val_every=val_every or (sample_every if sample_every and sample_every > 0 else 100),
-              early_stopping_patience=early_stopping_patience)
+              early_stopping_patience=early_stopping_patience, is_chief=chief)
 
     # -- everything before the first step; a failure here leaves no trace ----------
-    with _removed_on_failure(run_dir, kept=lambda: run.last_saved):
-        files_before = os.listdir(run_dir) if os.path.isdir(run_dir) else []
-        base_dir, hp = _prepare_run_folder(run_dir, model_name, model_dir, hparams, vocab_dir)
-        enc = get_encoder(run_dir)
+    with _removed_on_failure(run_dir, kept=lambda: run.last_saved) if chief else _nothing(), \
+            distributed.worker_errors(strategy, run):
+        if chief:
+            files_before = os.listdir(run_dir) if os.path.isdir(run_dir) else []
+            base_dir, hp = _prepare_run_folder(run_dir, model_name, model_dir, hparams, vocab_dir)
+            vocab_folder = run_dir
+        else:  # the chief's run folder may be on another machine, and is the chief's to write
+            base_dir, hp, vocab_folder = _worker_model_files(model_name, model_dir, hparams,
+                                                             vocab_dir, run_dir)
+        enc = get_encoder(vocab_folder)
         sample_length = _fit_sample_length(sample_length, hp, sample_every)
         if model_name and canonical_model_name(model_name) in ("355M", "774M", "1558M"):
-            print("For larger models, the recommended finetune() parameters are:")
-            print("\tuse_memory_saving_gradients = True")
-            print("\tonly_train_transformer_layers = True")
-            print("\taccumulate_gradients = 1\n")
+            run.log("For larger models, the recommended finetune() parameters are:")
+            run.log("\tuse_memory_saving_gradients = True")
+            run.log("\tonly_train_transformer_layers = True")
+            run.log("\taccumulate_gradients = 1\n")
+        if strategy is not None:
+            run.log(distributed.describe(strategy))
         replicas = strategy.num_replicas_in_sync if strategy else 1
         if batch_size % replicas:
             raise TrainingError(f"batch_size={batch_size} cannot be split evenly over "
@@ -172,12 +190,14 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         if jit_compile is None:
             jit_compile = strategy is None and default_jit_compile(precision)
 
-        ckpt = _checkpoint_to_restore(restore_from, run_dir, base_dir)
+        # The other workers start from random weights: TensorFlow gives every variable
+        # made under a multi-worker strategy the chief's value.
+        ckpt = _checkpoint_to_restore(restore_from, run_dir, base_dir) if chief else None
         if ckpt is None:
-            print(f"Initialising a new model from random weights: {hp.n_layer} layers, "
-                  f"{hp.n_embd} wide, {hp.n_ctx}-token window")
+            run.log(f"Initialising a new model from random weights: {hp.n_layer} layers, "
+                    f"{hp.n_embd} wide, {hp.n_ctx}-token window")
         else:
-            print("Loading checkpoint", ckpt)
+            run.log("Loading checkpoint", ckpt)
         with strategy.scope() if strategy else _nothing():
             weights = None if ckpt is None else checkpoints.read_checkpoint(
                 os.path.dirname(ckpt), ckpt, hp)
@@ -190,19 +210,27 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
                                  fused=strategy is None and not jit_compile)
             scaler = LossScale() if precision == "float16" else None
 
-        print("Loading dataset...")
-        sampler, window, val_tokens = _load_data(enc, dataset, combine, run_dir, hp.n_ctx,
-                                                 val_dataset, val_fraction, seed)
-        print("Training...")
+        run.log("Loading dataset...")
+        sampler, window, val_tokens = _load_data(
+            enc, dataset, combine, run_dir, hp.n_ctx, val_dataset, val_fraction, seed,
+            vocab_folder=vocab_folder, write_cache=chief, log=run.log)
+        run.log("Training...")
 
         # gpt-2-simple's step counting: the run's counter is the number of steps done
-        if restore_from == "latest" and os.path.exists(os.path.join(run_dir, "counter")):
+        if chief and restore_from == "latest" and \
+                os.path.exists(os.path.join(run_dir, "counter")):
             run.done = run.first = checkpoints.read_counter(run_dir)
         from_base = base_dir is not None and \
             os.path.dirname(os.path.abspath(ckpt or "")) == os.path.abspath(base_dir)
         if ckpt is not None and not from_base:  # a run's checkpoint: continue its optimizer too
             _restore_train_state(ckpt, opt, sampler, scaler)
             run.latest = ckpt
+        if multi_worker:
+            _agree_with_chief(strategy, run, sampler, opt, scaler, dict(
+                hparams=hp.to_dict(), window=window, steps=steps, batch_size=batch_size,
+                accumulate_gradients=accumulate_gradients, optimizer=str(optimizer).lower(),
+                precision=precision, trained=sorted(trained), validation=val_tokens is not None,
+                early_stopping_patience=early_stopping_patience))
 
         train_step = make_train_step(model, opt, strategy=strategy, scaler=scaler,
                                      recompute=use_memory_saving_gradients,
@@ -221,6 +249,8 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         return train_step(tokens, tf.constant(learning_rate_at(n), tf.float32))
 
     def save(done, with_optimizer=True):
+        if not chief:  # the chief saves; the others know its name, for their messages
+            return os.path.join(run_dir, f"model-{done}")
         _check_weights_finite(model, done)
         state = {"train/sampler": np.array(sampler.state.encode())}
         if with_optimizer:
@@ -237,7 +267,9 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         from .generation import sample_tokens
 
         counter = done + 1  # gpt-2-simple names the file after the step about to run
-        context = sampler.sample(1).tolist()
+        context = sampler.sample(1).tolist()  # every worker draws it: their windows stay alike
+        if not chief:
+            return
         texts = []
         while len(texts) < sample_num:
             n = min(sample_num - len(texts), batch_size)
@@ -254,16 +286,20 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
 
     def validate(done):
         loss = float(np.mean([float(eval_step(tf.constant(w[None]))) for w in val_tokens]))
+        if multi_worker:  # the chief's figure, so every worker stops early alike
+            loss = distributed.chief_json(strategy, loss)
         return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 700))}
 
-    if overwrite and restore_from == "latest":
+    if overwrite and restore_from == "latest" and chief:
         for file in files_before:
             if file.startswith(("model", "events", checkpoints.TRAIN_STATE_PREFIX)):
                 os.remove(os.path.join(run_dir, file))
         run.last_saved = run.latest = save(run.done)
 
-    run.train(step, save=save, sample=sample, validate=validate if eval_step else None,
-              snapshot=model.numpy_weights, restore=model.assign)
+    with distributed.worker_errors(strategy, run):
+        run.train(step, save=save, sample=sample, validate=validate if eval_step else None,
+                  snapshot=model.numpy_weights, restore=model.assign)
+        distributed.barrier(strategy)  # no worker leaves before the chief's last save
 
     if strategy is not None:  # hand the session plain variables, not mirrored ones
         model = GPT2(hp, model.numpy_weights(), compute_dtype=precision)
@@ -474,29 +510,35 @@ def _fit_sample_length(sample_length, hp, sample_every):
     return sample_length
 
 
-def _load_data(enc, dataset, combine, run_dir, n_ctx, val_dataset, val_fraction, seed):
-    """The training sampler, its window length and the fixed validation windows (or None)."""
-    chunks = load_dataset(enc, dataset, combine, cache_dir=run_dir, vocab_folder=run_dir)
+def _load_data(enc, dataset, combine, run_dir, n_ctx, val_dataset, val_fraction, seed, *,
+               vocab_folder=None, write_cache=True, log=print):
+    """The training sampler, its window length and the fixed validation windows (or None).
+
+    The encoded dataset is cached in ``run_dir`` (``write_cache=False``: only read from
+    there, for the workers of a multi-worker run other than the chief)."""
+    cache = dict(cache_dir=run_dir, vocab_folder=vocab_folder or run_dir,
+                 write_cache=write_cache, log=log)
+    chunks = load_dataset(enc, dataset, combine, **cache)
     val_chunks = None
     if val_dataset is not None:
-        val_chunks = load_dataset(enc, val_dataset, combine, cache_dir=run_dir,
-                                  vocab_folder=run_dir)
+        val_chunks = load_dataset(enc, val_dataset, combine, **cache)
     elif val_fraction:
         chunks, val_chunks = split_validation(chunks, val_fraction)
-    remove_stale_caches(run_dir, keep=[chunks, val_chunks or []])
+    if write_cache:
+        remove_stale_caches(run_dir, keep=[chunks, val_chunks or []])
     sampler = Sampler(chunks, seed=seed)
-    print("dataset has", sampler.total_size, "tokens")
+    log("dataset has", sampler.total_size, "tokens")
     window = sampler.window(n_ctx)
     if window < 2:
         raise DatasetError(f"{dataset} has no stretch of 2 tokens or more; training needs at "
                            f"least 2 (one to read, one to predict).")
     if window < n_ctx:
-        print(f"(the longest stretch of the dataset has {window} tokens, fewer than the "
-              f"model's window of {n_ctx}: training on {window}-token windows)")
+        log(f"(the longest stretch of the dataset has {window} tokens, fewer than the "
+            f"model's window of {n_ctx}: training on {window}-token windows)")
     val_tokens = None
     if val_chunks:
         val_tokens = validation_windows(val_chunks, window, VAL_WINDOWS)
-        print("validation set has", sum(len(c) for c in val_chunks), "tokens")
+        log("validation set has", sum(len(c) for c in val_chunks), "tokens")
     return sampler, window, val_tokens
 
 
@@ -519,13 +561,38 @@ class _nothing:
         return False
 
 
-def _pick_strategy(strategy, multi_gpu):
-    if strategy is None and multi_gpu:
-        strategy = tf.distribute.MirroredStrategy()
-    if strategy is not None and strategy.num_replicas_in_sync > 1:
-        print(f"Training on {strategy.num_replicas_in_sync} devices")
-        return strategy
-    return None
+def _worker_model_files(model_name, model_dir, hparams, vocab_dir, run_dir):
+    """(base folder, hparams, vocabulary folder) for a worker other than the chief, read
+    from the base model (or ``hparams``/``vocab_dir``) without writing anything."""
+    if model_name is None:
+        n_vocab = get_encoder(vocab_dir).n_vocab
+        if isinstance(hparams, str):
+            return None, hparams_for(hparams, n_vocab=n_vocab), vocab_dir
+        if isinstance(hparams, dict):
+            return None, HParams.from_dict({"n_vocab": n_vocab, **hparams}), vocab_dir
+        return None, hparams, vocab_dir
+    base_dir = os.path.join(model_dir, model_name)
+    for folder in (base_dir, run_dir):  # the run folder when it is shared with the chief
+        if all(os.path.isfile(os.path.join(folder, n)) for n in checkpoints.MODEL_FILES):
+            return base_dir, load_hparams(folder), folder
+    raise ModelNotFoundError(
+        f"No model in {base_dir!r}: every worker needs the base model (hparams.json, "
+        f"encoder.json, vocab.bpe). Download it on this machine too: "
+        f"gpt2.download_gpt2(model_name={model_name!r}, model_dir={model_dir!r}).")
+
+
+def _agree_with_chief(strategy, run, sampler, opt, scaler, settings):
+    """Check that every worker was started alike, then give every worker the chief's step
+    counter, sampler state and (if it resumed a run) optimizer state."""
+    distributed.check_agreement(strategy, settings)
+    shared = distributed.chief_json(strategy, dict(done=run.done, latest=run.latest,
+                                                   sampler=sampler.state))
+    run.done = run.first = shared["done"]
+    run.latest = shared["latest"]
+    sampler.state = shared["sampler"]
+    if run.latest is not None:
+        distributed.sync_from_chief(strategy, list(opt.state().values()) +
+                                    list(scaler.state().values() if scaler else []))
 
 
 def _prepare_run_folder(run_dir, model_name, model_dir, hparams, vocab_dir):

@@ -319,3 +319,25 @@ def test_the_message_names_the_lost_worker():
                               "sending heartbeats)).")
     assert "last checkpoint is checkpoint/run1/model-5" in message
     assert distributed.worker_count(FakeStrategy) == 2
+
+
+def test_the_command_line_flag_hands_the_strategy_name_to_finetune(tmp_path, monkeypatch):
+    from gpt2_simple_plus import cli
+
+    seen = {}
+    monkeypatch.setattr(gpt2, "finetune", lambda sess, dataset, **kw: seen.update(kw))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text(TEXT)
+    assert cli.main(["finetune", "--dataset", "a.txt", "--hparams", "tiny", "--vocab_dir",
+                     _example_folder(), "--strategy", "multiworker"]) == 0
+    assert seen["strategy"] == "multiworker"
+    assert cli.parse(["finetune", "--dataset", "a.txt"]).strategy is None
+    with pytest.raises(SystemExit):
+        cli.parse(["finetune", "--dataset", "a.txt", "--strategy", "tpus"])
+
+
+def test_doctests():
+    import doctest
+
+    result = doctest.testmod(distributed, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted >= 3
