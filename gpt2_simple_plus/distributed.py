@@ -152,6 +152,8 @@ def _cluster(strategy):
 
 def worker_count(strategy):
     """How many processes train together (1 without a multi-worker strategy)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1  # TPUStrategy's resolver lists TPU hosts, which TensorFlow drives itself
     spec, _, _ = _cluster(strategy)
     return max(len(spec.get("chief", [])) + len(spec.get("worker", [])), 1)
 

@@ -297,9 +297,11 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         run.last_saved = run.latest = save(run.done)
 
     with distributed.worker_errors(strategy, run):
-        run.train(step, save=save, sample=sample, validate=validate if eval_step else None,
-                  snapshot=model.numpy_weights, restore=model.assign)
-        distributed.barrier(strategy)  # no worker leaves before the chief's last save
+        ended = run.train(step, save=save, sample=sample,
+                          validate=validate if eval_step else None,
+                          snapshot=model.numpy_weights, restore=model.assign)
+        if ended != "interrupted":  # (after Ctrl-C the other workers are mid-step)
+            distributed.barrier(strategy)  # no worker leaves before the chief's last save
 
     if strategy is not None:  # hand the session plain variables, not mirrored ones
         model = GPT2(hp, model.numpy_weights(), compute_dtype=precision)
