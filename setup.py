@@ -1,4 +1,5 @@
-"""Install with ``pip install -e .`` (add ``[test]`` for the test suite)."""
+"""Install with ``pip install -e .`` (add ``[test]`` for the test suite, ``[serve]`` for
+``gpt2_simple_plus serve``)."""
 
 from setuptools import find_packages, setup
 
@@ -13,7 +14,7 @@ setup(
     long_description=long_description,
     long_description_content_type="text/markdown",
     packages=find_packages(include=["gpt2_simple_plus", "gpt2_simple_plus.*"]),
-    package_data={"gpt2_simple_plus": ["data/*"]},
+    package_data={"gpt2_simple_plus": ["data/*", "static/*"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",  # tested on 2.21
@@ -36,7 +37,14 @@ setup(
             "nbclient>=0.9",
             "nbformat>=5",
             "ipykernel>=6",
+            # tests/test_serve.py: the server, the official OpenAI client, a real browser.
+            "starlette>=0.37",
+            "uvicorn>=0.29",
+            "openai>=1.0",
+            "selenium>=4.10",
         ],
+        # gpt2_simple_plus serve: the HTTP API and the playground page (issue 17).
+        "serve": ["starlette>=0.37", "uvicorn>=0.29"],
         # The peers measured by benchmarks/ (torch 2.13.0 is the CPU build on the dev machines).
         "bench": ["transformers>=4.40", "keras-hub>=0.20", "torch==2.13.0", "ctranslate2>=4.0"],
     },

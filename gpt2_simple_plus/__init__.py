@@ -50,6 +50,7 @@ _EXPORTS = {
     "classify": "classifier",
     "load_classifier": "classifier",
     "export_model": "export",
+    "serve": "serving",
     # command line
     "cmd": "cli",
     # errors

@@ -5,6 +5,7 @@
     gpt2_simple_plus finetune shakespeare.txt --steps 1000   # checkpoint/run1
     gpt2_simple_plus generate --prefix "ROMEO:" --nsamples 3 --length 100
     gpt2_simple_plus encode shakespeare.txt --out_path shakespeare.npz
+    gpt2_simple_plus serve --run_name run1                   # http://127.0.0.1:8000
 
 Every flag is the Python argument of the same name (``--run_name`` is
 ``run_name=``); ``--run-name`` is accepted too. gpt-2-simple's command lines
@@ -18,7 +19,7 @@ bad number) print one line, ``error: ...``, and exit with status 2.
 
 This module only reads the command line: the work is done by the package's
 functions (``download_gpt2``, ``finetune``, ``generate``, ``encode_dataset``,
-:func:`gpt2_simple_plus.demo.run_demo`).
+:func:`gpt2_simple_plus.demo.run_demo`, ``serve``).
 
     >>> parse(["--mode", "finetune", "--dataset", "data.txt", "--steps", "5"]).steps
     5
@@ -33,7 +34,7 @@ import sys
 import tempfile
 
 PROG = "gpt2_simple_plus"
-COMMANDS = ("download", "finetune", "generate", "encode", "demo")
+COMMANDS = ("download", "finetune", "generate", "encode", "demo", "serve")
 EXIT_USER_ERROR = 2
 
 EXAMPLES = f"""\
@@ -44,6 +45,7 @@ examples:
   {PROG} generate --prefix "ROMEO:" --length 100 --nsamples 3
   {PROG} generate --nfiles 5 --nsamples 10 --folder gen   # files in gen/
   {PROG} encode shakespeare.txt --out_path shakespeare.npz
+  {PROG} serve --run_name run1                  # an OpenAI-style API and a playground page
 
 gpt-2-simple's command lines work as they are:
   {PROG} --mode finetune --dataset shakespeare.txt --run_name run1 --steps 1000
@@ -104,6 +106,17 @@ examples:
   {PROG} demo --quick               # seconds: tiny settings, to check the installation
   {PROG} demo --steps 2000 --out my_demo
   {PROG} demo --model 124M          # download GPT-2 124M and fine-tune it instead (network)
+"""
+
+SERVE_EXAMPLES = f"""\
+examples:
+  {PROG} serve                                # checkpoint/run1 at http://127.0.0.1:8000
+  {PROG} serve --model_name 124M --port 8080  # the downloaded model
+  {PROG} serve --host 0.0.0.0 --api_key s3cret   # a classroom: reachable from the network
+
+Open the address in a browser for the playground; the OpenAI-style API is at /v1
+(POST /v1/completions). The key can also come from $GPT2_SIMPLE_PLUS_API_KEY.
+Ctrl-C stops the server. Needs: pip install "gpt2_simple_plus[serve]".
 """
 
 
@@ -329,6 +342,33 @@ def build_parser():
     p.add_argument("--model_dir", default="models", help="where --model is downloaded")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same run")
     p.set_defaults(func=_demo)
+
+    # serve ------------------------------------------------------------------
+    p = command("serve", "serve a run or a model over HTTP: an OpenAI-style API and a "
+                         "playground page", SERVE_EXAMPLES)
+    p.add_argument("--run_name", default="run1", help="the run to serve")
+    p.add_argument("--checkpoint_dir", default="checkpoint", help="the folder of runs")
+    p.add_argument("--model_name", help="serve the downloaded model models/<model_name> instead")
+    p.add_argument("--model_dir", default="models", help="the folder of downloaded models")
+    p.add_argument("--checkpoint", default="latest", help="which checkpoint of the run")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the address to listen on; 0.0.0.0 opens it to the network")
+    p.add_argument("--port", type=_number(int, 0, 65535, what="a port number (0 = any free)"),
+                   default=8000, help="the port to listen on")
+    p.add_argument("--api_key", help="require 'Authorization: Bearer <key>' "
+                                     "(default: $GPT2_SIMPLE_PLUS_API_KEY)")
+    p.add_argument("--max_tokens", type=POSITIVE, default=512, help="new tokens per text")
+    p.add_argument("--max_batch", type=POSITIVE, default=32,
+                   help="texts generated at once (and per request)")
+    p.add_argument("--max_queue", type=POSITIVE, default=64,
+                   help="requests waiting before the server answers 503")
+    p.add_argument("--max_prompt_tokens", type=POSITIVE,
+                   help="tokens per prompt (default: the model's context)")
+    p.add_argument("--max_body_bytes", type=POSITIVE, default=1 << 20,
+                   help="bytes per request body")
+    p.add_argument("--batch_wait", type=_number(float, 0.0, 10.0, what="seconds from 0 to 10"),
+                   default=0.005, help="seconds to wait for more requests to batch with")
+    p.set_defaults(func=_serve)
     return parser
 
 
@@ -562,6 +602,18 @@ def _demo(args):
         _load_tensorflow()
     run_demo(out=args.out, steps=args.steps, quick=args.quick, model=args.model,
              model_dir=args.model_dir, seed=args.seed)
+
+
+def _serve(args):
+    from .serving import _require_extra, serve
+
+    _require_extra()  # before loading TensorFlow: a missing extra is said at once
+    _load_tensorflow()
+    serve(run_name=args.run_name, checkpoint_dir=args.checkpoint_dir, model_name=args.model_name,
+          model_dir=args.model_dir, checkpoint=args.checkpoint, host=args.host, port=args.port,
+          api_key=args.api_key, max_tokens=args.max_tokens, max_batch=args.max_batch,
+          max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens,
+          max_body_bytes=args.max_body_bytes, batch_wait=args.batch_wait)
 
 
 # ---------------------------------------------------------------------------
