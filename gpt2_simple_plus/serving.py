@@ -32,6 +32,7 @@ import asyncio
 import collections
 import dataclasses
 import hmac
+import ipaddress
 import json
 import math
 import os
@@ -45,7 +46,6 @@ from importlib import resources
 from .errors import Gpt2Error
 
 API_KEY_ENV = "GPT2_SIMPLE_PLUS_API_KEY"
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 STREAM_CHUNK = 4  # tokens per compiled call: how often a streamed text grows
 RETRY_AFTER = 1  # seconds a client is asked to wait when the queue is full
 MAX_STOP = 4  # stop strings per request, as OpenAI allows
@@ -238,8 +238,9 @@ def parse_completion(body, limits, encoder, model_id):
     request.repetition_penalty = _number(body, "repetition_penalty", 1.0, 0.0, 100.0,
                                          low_open=True)
     request.n = _integer(body, "n", 1, 1, limits.max_batch)
-    if request.rows > limits.max_batch:
-        raise ApiError(400, f"{len(texts)} prompts x n={request.n} is {request.rows} texts; this "
+    if len(texts) * request.n > limits.max_batch:
+        raise ApiError(400, f"{len(texts)} prompts x n={request.n} is {len(texts) * request.n} "
+                            f"texts; this "
                             f"server makes at most {limits.max_batch} per request.", "n")
     stop = body.get("stop")
     stops = [] if stop is None else stop if isinstance(stop, list) else [stop]
@@ -706,7 +707,7 @@ class App:
             prompt = body.get("prompt", "")
             if not isinstance(prompt, str):
                 raise _type_error("prompt", "a string", prompt)
-            encode_prompt(self.worker.encoder, prompt, self.limits.max_prompt_tokens)
+            encode_prompt(self.worker.encoder, prompt, float("inf"))  # reads its last n_ctx
             top_k = _integer(body, "top_k", 10, 1, 1000)
             temperature = _number(body, "temperature", 1.0, 0.0, 100.0)
         except ApiError as err:
@@ -809,7 +810,7 @@ class Server:
             while self._thread.is_alive():
                 self._thread.join(timeout=0.5)
         except KeyboardInterrupt:
-            print("Stopping the server.")
+            print("Stopping the server.", flush=True)
         finally:
             self.stop()
 
@@ -836,6 +837,27 @@ def _bind(host, port):
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
+
+
+def network_warning(host, api_key):
+    """What to print when ``host`` lets other machines in (None for this machine only).
+
+        >>> network_warning("127.0.0.1", None) is None
+        True
+        >>> print(network_warning("0.0.0.0", None))  # doctest: +ELLIPSIS
+        Warning: listening on 0.0.0.0: the API is reachable from the network...
+    """
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:  # a host name: it may resolve to anything
+        pass
+    return (f"Warning: listening on {host}: the API is reachable from the network, by anyone "
+            f"who can reach this machine"
+            + (" and has the API key." if api_key else
+               f"; set an API key (--api_key, or ${API_KEY_ENV}) to keep others out."))
 
 
 def _colab_url(port):
@@ -918,16 +940,22 @@ def serve(sess=None, *, run_name="run1", checkpoint_dir="checkpoint", model_name
     while not server.started and thread.is_alive():
         time.sleep(0.01)
     handle = Server(worker, server, thread, url)
-    print(f"Serving {model_id} at {url} (the playground; the API is {url}/v1)"
-          + ("" if background else ". Ctrl-C stops it."))
-    if host not in LOCAL_HOSTS:
-        print(f"Warning: listening on {host}: the API is reachable from the network, by anyone "
-              f"who can reach this machine"
-              + ("." if api_key else "; set an API key (--api-key or "
-                                     f"${API_KEY_ENV}) to keep others out."))
-    colab = _colab_url(bound)
-    if colab:
-        print(f"In Colab, open: {colab}")
+    try:
+        print(f"Serving {model_id} at {url} (the playground; the API is {url}/v1)"
+              + ("" if background else ". Ctrl-C stops it."), flush=True)
+        warning = network_warning(host, api_key)
+        if warning:
+            print(warning, flush=True)
+        colab = _colab_url(bound)
+        if colab:
+            print(f"In Colab, open: {colab}", flush=True)
+    except KeyboardInterrupt:  # Ctrl-C already: stop what was started
+        if background:
+            handle.stop()
+            raise
+        print("Stopping the server.", flush=True)
+        handle.stop()
+        return None
     if background:
         return handle
     handle.wait()

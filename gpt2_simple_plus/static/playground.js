@@ -25,9 +25,13 @@ async function api(path, body) {
     $("key").focus();
   }
   if (!response.ok) {
-    let message = response.status + " " + response.statusText;
-    try { message = (await response.json()).error.message; } catch (e) { /* not JSON */ }
-    throw new Error(message);
+    const error = new Error(response.status + " " + response.statusText);
+    try {
+      const detail = (await response.json()).error;
+      error.message = detail.message;
+      error.code = detail.code;
+    } catch (e) { /* not JSON */ }
+    throw error;
   }
   return response;
 }
@@ -71,11 +75,21 @@ async function generate() {
   const started = performance.now();
   let pieces = 0;
   try {
-    const response = await api("/v1/completions", {
+    const request = {
       model: modelId, prompt: text.value, stream: true,
       max_tokens: Number($("length").value), temperature: Number($("temperature").value),
       top_k: Number($("top_k").value), top_p: Number($("top_p").value),
-    });
+    };
+    let response = null;
+    while (!response) {
+      try {
+        response = await api("/v1/completions", request);
+      } catch (err) {
+        // Longer than the model reads: send the end of the text (what the model would see).
+        if (err.code !== "context_length_exceeded" || request.prompt.length < 2) throw err;
+        request.prompt = request.prompt.slice(Math.floor(request.prompt.length / 4));
+      }
+    }
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "", finish = null;
@@ -144,6 +158,7 @@ async function fetchProbabilities() {
   const k = Number($("top_k").value), p = Number($("top_p").value);
   const list = $("probs");
   list.replaceChildren();
+  list.dataset.at = before.length;  // where these probabilities were asked
   let cumulative = 0;
   result.tokens.forEach((t, rank) => {
     const dropped = (k > 0 && rank >= k) || (p < 1 && cumulative >= p);
@@ -151,7 +166,7 @@ async function fetchProbabilities() {
     const item = document.createElement("li");
     if (dropped) item.className = "dropped";
     const token = document.createElement("code");
-    token.textContent = JSON.stringify(t.token);
+    token.textContent = shown(t.token);
     const bar = document.createElement("div");
     bar.className = "bar";
     bar.style.width = (100 * t.probability).toFixed(1) + "%";
@@ -165,6 +180,13 @@ async function fetchProbabilities() {
     item.addEventListener("click", () => insertAtCursor(t.token));
     list.appendChild(item);
   });
+}
+
+// A token in quotes, with newlines, tabs and other invisible characters written out.
+function shown(token) {
+  const named = { "\n": "\\n", "\t": "\\t", "\r": "\\r" };
+  return "\u201c" + token.replace(/[\x00-\x1f\x7f]/g, (c) => named[c] ||
+    "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0")) + "\u201d";
 }
 
 function insertAtCursor(piece) {
