@@ -398,6 +398,7 @@ def test_api_key_is_required_on_every_route_but_health(start):
     good = {"Authorization": "Bearer s3cret"}
     body = {"prompt": "the", "max_tokens": 2}
     assert call(server, "GET", "/health")[0] == 200
+    assert call(server, "GET", "/")[0] == 200  # the page holds no data: it asks for the key
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"},
                     {"Authorization": "Basic s3cret"}):
         for method, path in (("GET", "/v1/models"), ("POST", "/v1/completions"),
