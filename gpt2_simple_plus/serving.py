@@ -359,6 +359,7 @@ class Worker:
         self._cond = threading.Condition()
         self._stopping = False
         self.running = 0  # rows in the batch being generated
+        self._current = []  # its jobs
         self.stats = {"requests": 0, "batches": collections.Counter(), "rejected": 0,
                       "cancelled": 0, "tokens": 0}
         self._thread = threading.Thread(target=self._run, name="gpt2_simple_plus-serve-worker",
@@ -381,7 +382,7 @@ class Worker:
 
     def cancel(self, job):
         """Drop ``job``: from the queue at once, or from its batch at the next piece."""
-        if job.cancelled:
+        if job.cancelled or job.done:  # (a finished stream closes too)
             return
         job.cancelled = True
         with self._cond:
@@ -398,9 +399,10 @@ class Worker:
     def stop(self):
         with self._cond:
             self._stopping = True
-            for job in self._queue:
+            for job in list(self._queue) + self._current:  # the batch ends at its next piece
+                if not (job.done or job.cancelled):
+                    job.emit(("error", ApiError(503, "The server stopped.", type="server_error")))
                 job.cancelled = True
-                job.emit(("error", ApiError(503, "The server stopped.", type="server_error")))
             self._queue.clear()
             self._cond.notify_all()
         self._thread.join(timeout=60)
@@ -414,16 +416,21 @@ class Worker:
                 return
             try:
                 if isinstance(batch[0], Task):
-                    batch[0].emit(("result", batch[0].fn()))
+                    result = batch[0].fn()
+                    batch[0].done = True
+                    batch[0].emit(("result", result))
                 else:
                     self._generate(batch)
             except Exception as err:  # noqa: BLE001 - every request hears of it, the server lives
                 failure = err if isinstance(err, ApiError) else ApiError(
                     500, f"Generation failed: {type(err).__name__}: {err}", type="server_error")
                 for job in batch:
-                    job.emit(("error", failure))
+                    if not job.done:
+                        job.emit(("error", failure))
             finally:
-                self.running = 0
+                for job in batch:
+                    job.done = True
+                self.running, self._current = 0, []
 
     def _next_batch(self):
         with self._cond:
@@ -446,7 +453,7 @@ class Worker:
                 if left <= 0 or rows >= self.limits.max_batch or self._stopping:
                     break
                 self._cond.wait(timeout=left)
-            self.running = rows
+            self.running, self._current = rows, batch
             return batch
 
     def _generate(self, jobs):
@@ -821,7 +828,8 @@ class Server:
         self.stop()
 
     def __repr__(self):
-        return f"<gpt2_simple_plus server at {self.url} ({'running' if self.running else 'stopped'})>"
+        state = "running" if self.running else "stopped"
+        return f"<gpt2_simple_plus server at {self.url} ({state})>"
 
 
 def _bind(host, port):

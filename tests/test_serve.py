@@ -24,8 +24,9 @@ import pytest
 
 import helpers
 
-pytest.importorskip("starlette", reason='the serve extra is not installed: pip install -e ".[test]"')
-pytest.importorskip("uvicorn", reason='the serve extra is not installed: pip install -e ".[test]"')
+NO_EXTRA = 'the serve extra is not installed: pip install -e ".[test]"'
+pytest.importorskip("starlette", reason=NO_EXTRA)
+pytest.importorskip("uvicorn", reason=NO_EXTRA)
 openai = pytest.importorskip("openai", reason='pip install -e ".[test]" installs openai')
 
 import gpt2_simple_plus as gpt2  # noqa: E402
@@ -202,6 +203,7 @@ def test_streaming_gives_the_same_text_piece_by_piece(server):
     assert all(e.startswith("data: ") for e in events)
     assert events[-1] == "data: [DONE]"
     assert json.loads(events[-2][6:])["usage"]["completion_tokens"] == 5
+    assert server.stats["cancelled"] == 0  # streams that finish are not counted as dropped
 
 
 def test_streaming_a_list_of_prompts(server):
@@ -317,6 +319,27 @@ def _leave_and_check(server, stream):
     assert server.stats["cancelled"] == 1 and server.worker.running == 0
     assert server.stats["tokens"] < 2000  # it stopped generating for the client that left
     assert complete(server, prompt="the", max_tokens=3)["usage"]["completion_tokens"] == 3
+
+
+def test_stopping_the_server_ends_what_is_running(endless_sess):
+    server = gpt2.serve(endless_sess, port=0, background=True, max_tokens=2000)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(call, server, "POST", "/v1/completions",
+                              {"prompt": "the", "max_tokens": 2000})
+        while not server.worker.running:
+            time.sleep(0.05)
+        start = time.time()
+        server.stop()
+        assert time.time() - start < 20 and not server.running
+        try:
+            status, _, answer = running.result(timeout=30)
+        except (ConnectionError, http.client.HTTPException):
+            pass  # the connection closed: also an answer
+        else:
+            assert status == 503 and "stopped" in answer["error"]["message"]
+    assert server.stats["tokens"] < 2000
+    with pytest.raises(OSError):  # the port is free and nobody answers
+        socket.create_connection(urllib.parse.urlparse(server.url)[1].split(":"), timeout=5)
 
 
 # ---------------------------------------------------------------------------
