@@ -507,6 +507,7 @@ def test_playground_in_a_real_browser(start):
         wait = WebDriverWait(driver, 120)
         wait.until(lambda d: d.find_element(By.ID, "status").text == "ready")
         assert "model tiny" in driver.find_element(By.ID, "model").text
+        assert driver.find_element(By.ID, "top_k-value").text == "40"
         text = driver.find_element(By.ID, "text")
         text.clear()
         text.send_keys("the hat")
@@ -589,6 +590,19 @@ def test_without_the_extra_the_message_says_what_to_install(tmp_path):
             "except gpt2.Gpt2Error as err:\n    print(type(err).__name__, err)")
     result = helpers.run_python(code, cwd=tmp_path, timeout=120, env=env)
     assert result.stdout.startswith("ServeError serve needs Starlette and uvicorn"), result
+
+
+def test_command_line_mistakes_are_one_line(tmp_path):
+    code = ("import sys\nfrom gpt2_simple_plus import cli\n"
+            "sys.exit(cli.main(['serve', '--run_name', 'nope', '--port', '0']))")
+    result = helpers.run_python(code, cwd=tmp_path, timeout=120, env={"PYTHONPATH": helpers.REPO})
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]  # (after TensorFlow's own start-up notes)
+    assert last.startswith("error: No run named 'nope'") and "Traceback" not in result.stderr
+    code = ("import sys\nfrom gpt2_simple_plus import cli\n"
+            "sys.exit(cli.main(['serve', '--port', '70000']))")
+    result = helpers.run_python(code, cwd=tmp_path, timeout=120, env={"PYTHONPATH": helpers.REPO})
+    assert result.returncode == 2 and "expected a port number" in result.stderr
 
 
 def test_serve_is_the_function_even_after_its_module_is_imported():

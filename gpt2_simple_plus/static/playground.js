@@ -38,9 +38,13 @@ async function api(path, body) {
 
 function setStatus(message) { $("status").textContent = message; }
 
+// A few top-k values only: the server compiles its sampling loop once per top-k value.
+const TOP_K = [0, 1, 2, 3, 5, 10, 20, 40, 100];
+const value = (id) => id === "top_k" ? TOP_K[Number($(id).value)] : Number($(id).value);
+
 for (const id of ["temperature", "top_k", "top_p", "length"]) {
   const show = () => {
-    const v = Number($(id).value);
+    const v = value(id);
     $(id + "-value").textContent =
       id === "top_k" && v === 0 ? "off" : id === "top_p" && v >= 1 ? "off" : String(v);
   };
@@ -78,7 +82,7 @@ async function generate() {
     const request = {
       model: modelId, prompt: text.value, stream: true,
       max_tokens: Number($("length").value), temperature: Number($("temperature").value),
-      top_k: Number($("top_k").value), top_p: Number($("top_p").value),
+      top_k: value("top_k"), top_p: value("top_p"),
     };
     let response = null;
     while (!response) {
@@ -155,7 +159,7 @@ async function fetchProbabilities() {
   const tail = before.slice(-30);
   $("context").textContent = before ? "after \u201c" + (before.length > 30 ? "\u2026" : "") +
     tail + "\u201d" : "at the start of a text";
-  const k = Number($("top_k").value), p = Number($("top_p").value);
+  const k = value("top_k"), p = value("top_p");
   const list = $("probs");
   list.replaceChildren();
   list.dataset.at = before.length;  // where these probabilities were asked
