@@ -42,9 +42,16 @@ setup(
             "uvicorn>=0.29",
             "openai>=1.0",
             "selenium>=4.10",
+            # export_model(format="transformers") is checked against transformers itself
+            # (torch 2.13.0 is the CPU build on the dev machines), and the notebooks plot.
+            "transformers>=4.40",
+            "torch==2.13.0",
+            "matplotlib>=3.5",
         ],
         # gpt2_simple_plus serve: the HTTP API and the playground page (issue 17).
         "serve": ["starlette>=0.37", "uvicorn>=0.29"],
+        # plot_loss and the notebooks' charts (Colab already has matplotlib).
+        "plot": ["matplotlib>=3.5"],
         # The peers measured by benchmarks/ (torch 2.13.0 is the CPU build on the dev machines).
         "bench": ["transformers>=4.40", "keras-hub>=0.20", "torch==2.13.0", "ctranslate2>=4.0"],
     },

@@ -47,6 +47,7 @@ from .hparams import save_hparams
 
 NEG_INF = -1e10  # what gpt-2-simple writes into masked-out logits
 VOCAB_FILES = ("encoder.json", "vocab.bpe")
+EXPORT_FORMATS = ("saved_model", "transformers")
 
 
 # ---------------------------------------------------------------------------
@@ -161,7 +162,7 @@ def _portable_ops():
 
 
 def export_model(sess, path, run_name=None, checkpoint_dir="checkpoint", model_name=None,
-                 model_dir="models", max_length=None, tflite=False):
+                 model_dir="models", max_length=None, tflite=False, format="saved_model"):
     """Write a TensorFlow SavedModel of a GPT-2 to ``path``; returns ``path``.
 
     The model is ``model_dir/model_name`` if given (as in ``load_gpt2``),
@@ -191,7 +192,26 @@ def export_model(sess, path, run_name=None, checkpoint_dir="checkpoint", model_n
         ...     temperature=tf.constant(0.0), top_k=tf.constant(0), top_p=tf.constant(0.0),
         ...     seed=tf.constant(0))["tokens"].shape
         TensorShape([1, 3])
+
+    ``format="transformers"`` writes a Hugging Face folder instead
+    (``config.json``, ``model.safetensors``, ``vocab.json``, ``merges.txt``,
+    ``generation_config.json`` and the tokenizer's two files) that
+    ``GPT2LMHeadModel.from_pretrained(path)`` and
+    ``pipeline("text-generation", model=path)`` load as they are; see
+    :func:`~gpt2_simple_plus.huggingface.save_transformers`. ``max_length``
+    and ``tflite`` do not apply to it.
+
+        >>> out = export_model(sess, tempfile.mkdtemp(), format="transformers")
+        >>> "model.safetensors" in os.listdir(out)
+        True
     """
+    if format not in EXPORT_FORMATS:
+        raise GenerationError(f"format={format!r} is not one of {', '.join(EXPORT_FORMATS)}: "
+                              f"'saved_model' for TensorFlow Serving and TFLite, "
+                              f"'transformers' for Hugging Face.")
+    if format == "transformers" and (max_length is not None or tflite):
+        raise GenerationError("max_length and tflite apply to format='saved_model' only; leave "
+                              "them out with format='transformers'.")
     model, folder = _pick_model(sess, run_name, checkpoint_dir, model_name, model_dir)
     n_ctx = model.hparams.n_ctx
     max_length = n_ctx if max_length is None else int(max_length)
@@ -203,6 +223,10 @@ def export_model(sess, path, run_name=None, checkpoint_dir="checkpoint", model_n
         raise ModelNotFoundError(f"{os.path.join(folder, missing[0])} is missing: the export "
                                  f"ships the vocabulary in assets/. Copy {', '.join(missing)} "
                                  f"from the model's folder (e.g. models/124M).")
+    if format == "transformers":
+        from .huggingface import save_transformers
+
+        return save_transformers(path, model.numpy_weights(), model.hparams, folder)
     module = ServingGPT2(model, max_length)
     staging = tempfile.mkdtemp(prefix="gpt2-export-")
     try:

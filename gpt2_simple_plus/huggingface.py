@@ -468,3 +468,130 @@ def download_repo(model_dir, folder_name, repo, *, endpoint=None, revision="main
     shutil.rmtree(hf_dir, ignore_errors=True)
     return folder
 
+
+
+# ---------------------------------------------------------------------------
+# Export: OpenAI's layout -> a folder transformers loads (the inverse of the above)
+
+# What GPT2Config writes for a plain GPT-2, less the sizes (filled in from hparams).
+_HF_CONFIG = {
+    "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"],
+    "attn_pdrop": 0.1, "dtype": "float32", "embd_pdrop": 0.1, "initializer_range": 0.02,
+    "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_inner": None,
+    "reorder_and_upcast_attn": False, "resid_pdrop": 0.1,
+    "scale_attn_by_inverse_layer_idx": False, "scale_attn_weights": True,
+    "tie_word_embeddings": True, "use_cache": True,
+}
+EOT = "<|endoftext|>"
+
+
+_OPENAI_NAME = re.compile(r"model/(?:(wte|wpe)|ln_f/([gb])|h(\d+)/(ln_1|ln_2|attn/c_attn|attn/c_proj"
+                          r"|mlp/c_fc|mlp/c_proj)/([wgb]))")
+
+
+def hf_name(name):
+    """Hugging Face's name for an OpenAI checkpoint tensor (:func:`openai_name` reversed).
+
+        >>> hf_name("model/h3/attn/c_attn/w")
+        'transformer.h.3.attn.c_attn.weight'
+        >>> hf_name("model/ln_f/g")
+        'transformer.ln_f.weight'
+        >>> all(openai_name(hf_name(n)) == n for n in ("model/wte", "model/h0/ln_2/b"))
+        True
+    """
+    m = _OPENAI_NAME.fullmatch(name)
+    if not m:
+        raise ValueError(f"{name!r} is not a GPT-2 checkpoint name")
+    embedding, ln_f, layer, module, leaf = m.groups()
+    if embedding:
+        return f"transformer.{embedding}.weight"
+    kind = "bias" if (ln_f or leaf) == "b" else "weight"
+    if ln_f:
+        return f"transformer.ln_f.{kind}"
+    return f"transformer.h.{layer}.{module.replace('/', '.')}.{kind}"
+
+
+def openai_weights_to_hf(weights):
+    """``{OpenAI name: array}`` -> ``{Hugging Face name: float32 array}``: Conv1D weights
+    lose OpenAI's leading axis of 1 (``[1, in, out]`` -> ``[in, out]``). No ``lm_head``:
+    transformers ties it to ``wte``, as it saves GPT-2 itself.
+
+        >>> from gpt2_simple_plus.model import random_weights
+        >>> from gpt2_simple_plus.hparams import hparams_for
+        >>> hf = openai_weights_to_hf(random_weights(hparams_for("tiny", n_vocab=10), 0))
+        >>> hf["transformer.h.0.mlp.c_fc.weight"].shape
+        (32, 128)
+    """
+    out = {}
+    for name, value in weights.items():
+        value = np.asarray(value, np.float32)
+        if name.endswith("/w") and value.ndim == 3:
+            value = value[0]
+        out[hf_name(name)] = np.ascontiguousarray(value)
+    return out
+
+
+def hf_config(hparams, eot_id=None):
+    """The ``config.json`` (a dict) of a ``GPT2LMHeadModel`` with ``hparams``.
+
+        >>> from gpt2_simple_plus.hparams import hparams_for
+        >>> config = hf_config(hparams_for("tiny", n_vocab=10), eot_id=9)
+        >>> config["n_positions"], config["eos_token_id"], hparams_from_config(config).n_embd
+        (64, 9, 32)
+    """
+    config = dict(_HF_CONFIG, vocab_size=hparams.n_vocab, n_positions=hparams.n_ctx,
+                  n_ctx=hparams.n_ctx, n_embd=hparams.n_embd, n_head=hparams.n_head,
+                  n_layer=hparams.n_layer, bos_token_id=eot_id, eos_token_id=eot_id)
+    return dict(sorted(config.items()))
+
+
+def save_transformers(path, weights, hparams, vocab_folder):
+    """Write a folder that ``GPT2LMHeadModel.from_pretrained(path)`` and
+    ``pipeline("text-generation", model=path)`` load: ``config.json``,
+    ``generation_config.json``, ``model.safetensors`` (float32), ``vocab.json``,
+    ``merges.txt``, ``tokenizer_config.json`` and ``special_tokens_map.json``
+    (vocabulary from ``vocab_folder``'s ``encoder.json``/``vocab.bpe``). Returns ``path``.
+
+    Each file is written beside its final name and moved into place, so an
+    interrupted export leaves whole files. transformers is not needed here.
+
+        >>> import os, tempfile
+        >>> from gpt2_simple_plus.encoder import _example_folder
+        >>> from gpt2_simple_plus.hparams import hparams_for
+        >>> from gpt2_simple_plus.model import random_weights
+        >>> hp = hparams_for("tiny", n_vocab=262)
+        >>> out = save_transformers(tempfile.mkdtemp(), random_weights(hp, 0), hp,
+        ...                         _example_folder())
+        >>> sorted(os.listdir(out))  # doctest: +NORMALIZE_WHITESPACE
+        ['config.json', 'generation_config.json', 'merges.txt', 'model.safetensors',
+         'special_tokens_map.json', 'tokenizer_config.json', 'vocab.json']
+    """
+    from safetensors.numpy import save
+
+    with open(os.path.join(vocab_folder, "encoder.json"), encoding="utf-8") as f:
+        vocab = json.load(f)
+    with open(os.path.join(vocab_folder, "vocab.bpe"), encoding="utf-8") as f:
+        merges = f.read()
+    if not merges.startswith("#version"):  # both readers skip the first line
+        merges = "#version: 0.2\n" + merges
+    eot_id = vocab.get(EOT)
+    special = {} if eot_id is None else {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
+    tokenizer_config = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": hparams.n_ctx,
+                        "add_prefix_space": False, "clean_up_tokenization_spaces": False,
+                        "errors": "replace", **special}
+    generation = {"bos_token_id": eot_id, "eos_token_id": eot_id}
+
+    def as_json(value):
+        return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+    os.makedirs(path, exist_ok=True)
+    tensors = save(openai_weights_to_hf(weights), metadata={"format": "pt"})
+    for name, data in (("model.safetensors", tensors),
+                       ("config.json", as_json(hf_config(hparams, eot_id))),
+                       ("generation_config.json", as_json(generation)),
+                       ("vocab.json", json.dumps(vocab, ensure_ascii=False).encode("utf-8")),
+                       ("merges.txt", merges.encode("utf-8")),
+                       ("tokenizer_config.json", as_json(tokenizer_config)),
+                       ("special_tokens_map.json", as_json(special))):
+        _write_atomic(os.path.join(path, name), data)
+    return path
