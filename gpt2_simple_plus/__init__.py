@@ -65,6 +65,7 @@ _EXPORTS = {
     "TrainingError": "errors",
     "ColabError": "errors",
     "WorkerError": "errors",
+    "GraphModeError": "errors",
 }
 
 __all__ = sorted(_EXPORTS)

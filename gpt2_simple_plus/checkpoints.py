@@ -33,6 +33,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from .eager import ensure_eager
 from .errors import CheckpointError, ModelNotFoundError
 from .files import write_text_atomic
 from .hparams import load_hparams, save_hparams
@@ -222,6 +223,7 @@ def load_model(folder, checkpoint="latest", *, compute_dtype="float32"):
 
     Works for OpenAI's ``models/124M`` and for gpt-2-simple's ``checkpoint/run1``.
     """
+    ensure_eager()
     from .model import GPT2
 
     hparams = load_hparams(folder)
@@ -230,6 +232,7 @@ def load_model(folder, checkpoint="latest", *, compute_dtype="float32"):
 
 def write_bundle(prefix, arrays):
     """Write ``{name: array}`` as a TensorFlow tensor bundle at ``prefix`` (name-based keys)."""
+    ensure_eager()
     names = list(arrays)
     tensors = [tf.convert_to_tensor(arrays[n]) for n in names]
     tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),

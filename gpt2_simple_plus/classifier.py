@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from .checkpoints import (find_checkpoint, latest_checkpoint, load_model, read_counter,
                           read_train_state, save_checkpoint, step_of)
+from .eager import ensure_eager
 from .encoder import get_encoder
 from .data import holdout_rows, read_labelled
 from .errors import CheckpointError, DatasetError, ModelNotFoundError, TrainingError
@@ -167,6 +168,7 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
         >>> result["labels"]
         ['blue', 'red']
     """
+    ensure_eager()
     if restore_from not in ("fresh", "latest"):
         raise TrainingError(f"restore_from must be 'fresh' or 'latest', got {restore_from!r}.")
     if steps < 1 or batch_size < 1:
@@ -318,6 +320,7 @@ def load_classifier(sess, run_name="classifier", checkpoint_dir="checkpoint", ch
         >>> load_classifier(sess, checkpoint_dir=runs)
         <Classifier 'classifier': 2 labels, max_length 64>
     """
+    ensure_eager()
     run_dir = os.path.join(checkpoint_dir, run_name)
     labels_path = os.path.join(run_dir, LABELS_FILE)
     if not os.path.isfile(labels_path):
@@ -367,6 +370,7 @@ def classify(sess, texts, run_name=None, checkpoint_dir="checkpoint", batch_size
         >>> result["label"] in ("y", "n"), sorted(result["probabilities"])
         (True, ['n', 'y'])
     """
+    ensure_eager()
     clf = sess.compiled.get(STATE_KEY) if sess is not None else None
     if run_name is not None and (clf is None or clf.run_dir != os.path.join(checkpoint_dir,
                                                                             run_name)):

@@ -58,3 +58,8 @@ class ColabError(Gpt2Error, RuntimeError):
 
 class WorkerError(TrainingError):
     """A worker of a multi-worker run stopped or stopped answering, so training cannot go on."""
+
+
+class GraphModeError(Gpt2Error, RuntimeError):
+    """TensorFlow runs in graph mode (e.g. after ``import gpt_2_simple``) and cannot be
+    switched back to eager execution in this process."""

@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from . import model as model_module
 from .checkpoints import load_model
+from .eager import ensure_eager
 from .errors import GenerationError, ModelNotFoundError
 from .generation import model_folder
 from .hparams import save_hparams
@@ -205,6 +206,7 @@ def export_model(sess, path, run_name=None, checkpoint_dir="checkpoint", model_n
         >>> "model.safetensors" in os.listdir(out)
         True
     """
+    ensure_eager()
     if format not in EXPORT_FORMATS:
         raise GenerationError(f"format={format!r} is not one of {', '.join(EXPORT_FORMATS)}: "
                               f"'saved_model' for TensorFlow Serving and TFLite, "

@@ -20,6 +20,7 @@ import weakref
 
 from .checkpoints import find_checkpoint, load_model
 from .decoding import Decoder
+from .eager import ensure_eager
 from .encoder import get_encoder
 from .errors import GenerationError, ModelNotFoundError
 from .download import model_folder_name
@@ -82,6 +83,7 @@ def load_gpt2(sess, checkpoint="latest", run_name="run1", checkpoint_dir="checkp
         >>> gpt2.load_gpt2(sess, run_name="run1")          # doctest: +SKIP
         Loading checkpoint checkpoint/run1/model-1000
     """
+    ensure_eager()
     folder = model_folder(run_name, checkpoint_dir, model_name, model_dir)
     prefix = find_checkpoint(folder, checkpoint)
     print("Loading pretrained model" if model_name else "Loading checkpoint", prefix)
@@ -189,6 +191,7 @@ def generate(sess, run_name="run1", checkpoint_dir="checkpoint", model_name=None
         >>> texts = gpt2.generate(sess, prefix="The", length=20, nsamples=2,
         ...                       return_as_list=True, seed=1)              # doctest: +SKIP
     """
+    ensure_eager()
     model, encoder = _ensure_loaded(sess, run_name, checkpoint_dir, model_name, model_dir)
     length, nsamples, batch_size = int(length), int(nsamples), int(batch_size or 1)
     if length < 1 or nsamples < 1 or batch_size < 1:

@@ -16,6 +16,8 @@ import warnings
 
 import tensorflow as tf
 
+from .eager import ensure_eager
+
 
 class Session:
     """What is loaded: ``model`` (a :class:`~gpt2_simple_plus.model.GPT2`), its
@@ -90,6 +92,7 @@ def start_tf_sess(threads=-1, server=None):
         >>> import gpt2_simple_plus as gpt2
         >>> sess = gpt2.start_tf_sess()
     """
+    ensure_eager()
     _set_threads(threads)
     return Session(threads=threads, server=server)
 

@@ -38,6 +38,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from .eager import ensure_eager
 from .errors import GenerationError, ModelNotFoundError
 
 TOKENS_PER_CALL = 2048  # rows x length of one compiled call: bounds the [rows, len, vocab] logits
@@ -490,6 +491,7 @@ def _encoder(sess, what):
 
 
 def _model(sess, what):
+    ensure_eager()
     encoder = _encoder(sess, what)
     if sess.model is None:
         raise ModelNotFoundError(f"{what} needs a model, and this session has none: {LOAD_HINT}.")

@@ -42,6 +42,7 @@ import tensorflow as tf
 
 from . import checkpoints, distributed
 from .data import Sampler, load_dataset, remove_stale_caches, split_validation, validation_windows
+from .eager import ensure_eager
 from .encoder import get_encoder
 from .errors import DatasetError, ModelNotFoundError, TrainingError
 from .hparams import HParams, canonical_model_name, hparams_for, load_hparams, save_hparams
@@ -146,6 +147,7 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         >>> sess.model.hparams.n_layer
         2
     """
+    ensure_eager()
     steps = int(steps) if steps else -1
     precision = _check_arguments(
         dataset=dataset, steps=steps, optimizer=optimizer, precision=precision,
