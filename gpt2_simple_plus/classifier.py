@@ -268,8 +268,10 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
         return {"val_loss": val_loss, "val_acc": val_acc}
 
     run = Run(done=counter, steps=steps, print_every=print_every, save_every=save_every,
-              val_every=eval_every, digits=4, origin=counter, validation_carries_loss=True)
-    run.train(step, save=save, validate=validate)
+              val_every=eval_every, digits=4, origin=counter, validation_carries_loss=True,
+              log_dir=run_dir)
+    run.train(step, save=save, validate=validate,
+              step_scalars=lambda n: {"learning_rate": learning_rate})
     # How many padded shapes the step was compiled for (a few length buckets, not one per step).
     clf.train_traces = train_step.experimental_get_tracing_count()
     history = [{"step": h["step"], "loss": h["loss"], "val_loss": h["val_loss"],

@@ -26,6 +26,7 @@ import time
 from tqdm import tqdm
 
 from .errors import TrainingError
+from .events import EventsWriter
 
 # A non-finite loss this many steps in a row ends training (one such step is skipped silently:
 # float16's loss scaler recovers from an overflow by itself).
@@ -51,11 +52,16 @@ class Run:
       classifier's report).
     * ``is_chief``: only the chief of a multi-worker run prints and writes files;
       every worker runs the same steps.
+    * ``log_dir``: the folder of the run's TensorBoard events file (the chief's
+      only; see :mod:`~gpt2_simple_plus.events`): every step's ``loss``, as
+      gpt-2-simple wrote it, and every metric of a printed validation line;
+      flushed at each printed line and closed when training stops.
     """
 
     def __init__(self, *, done=0, steps=-1, print_every=1, save_every=0, sample_every=0,
                  val_every=0, early_stopping_patience=None, digits=2, origin=0,
-                 validation_carries_loss=False, progress_bar=False, is_chief=True):
+                 validation_carries_loss=False, progress_bar=False, is_chief=True,
+                 log_dir=None):
         self.done = self.first = int(done)
         self.steps = int(steps)
         self.print_every, self.save_every = print_every or 0, save_every or 0
@@ -66,6 +72,7 @@ class Run:
         self.validation_carries_loss = validation_carries_loss
         self.progress_bar = progress_bar
         self.is_chief = is_chief
+        self.events = EventsWriter(log_dir) if log_dir and is_chief else None
         self.loss = float("nan")  # the last step's loss
         self.avg = (0.0, 0.0)  # gpt-2-simple's running average: decayed sum and weight
         self.history = []  # one dict of metrics per validation, with its "step"
@@ -89,9 +96,16 @@ class Run:
         values = " ".join(f"{name}={value:2.{d}f}" for name, value in metrics.items())
         self.log(f"[{step} | {time.time() - self.start_time:2.2f}] {values}")
         self.record(step, metrics)
+        if self.events is not None:
+            self.events.flush()
 
     def record(self, step, metrics):
-        """Keep ``metrics`` of ``step`` where a user can look at them later (overridable)."""
+        """Keep ``metrics`` of ``step`` where a user can look at them later: the events
+        file (``loss`` is written at every step already; ``avg`` is TensorBoard's
+        smoothing's job)."""
+        if self.events is not None:
+            self.events.scalars(step, {name: value for name, value in metrics.items()
+                                       if name not in ("loss", "avg")})
 
     # -- when things happen --------------------------------------------------
 
@@ -110,7 +124,8 @@ class Run:
 
     # -- the loop ------------------------------------------------------------
 
-    def train(self, step, *, save, sample=None, validate=None, snapshot=None, restore=None):
+    def train(self, step, *, save, sample=None, validate=None, snapshot=None, restore=None,
+              step_scalars=None, tokens_per_step=None):
         """Run ``step(n) -> loss`` for steps ``done + 1`` on; returns why it stopped:
         ``"done"``, ``"early_stopping"`` or ``"interrupted"`` (Ctrl-C).
 
@@ -119,11 +134,16 @@ class Run:
         ``validate(done)`` returns ``{"val_loss": …, …}``; ``snapshot()``/``restore(w)``
         copy the weights out and back for early stopping. A loss that stays
         non-finite raises :class:`TrainingError` without saving.
+
+        For the events file: ``step_scalars(n)`` returns more ``{tag: value}`` of
+        step ``n`` (e.g. its learning rate); with ``tokens_per_step``, each printed
+        line also writes ``tokens_per_second`` since the previous one.
         """
         bar = None
         if self.progress_bar and self.steps > 0 and self.is_chief:
             bar = tqdm(total=self.steps, file=sys.stderr, dynamic_ncols=True)
         self.start_time = time.time()
+        self._since = (self.start_time, self.done)
         try:
             while True:
                 if self.finished():
@@ -147,12 +167,15 @@ class Run:
 
                 loss = float(step(self.done + 1))
                 self.done += 1
+                if self.events is not None:
+                    more = step_scalars(self.done) if step_scalars else {}
+                    self.events.scalars(self.done, {"loss": loss, **more})
                 self._check_finite(loss)
                 if bar is not None:
                     bar.update(1)
                 if self.print_every and self.done % self.print_every == 0 and \
                         not (self.validation_carries_loss and self.validation_due()):
-                    self._print_loss(loss)
+                    self._print_loss(loss, tokens_per_step)
         except KeyboardInterrupt:
             self.log("interrupted")
             if self.done == self.first and self.validation_carries_loss:
@@ -164,13 +187,21 @@ class Run:
         finally:
             if bar is not None:
                 bar.close()
+            if self.events is not None:
+                self.events.close()
 
     # -- the pieces of the loop ----------------------------------------------
 
-    def _print_loss(self, loss):
+    def _print_loss(self, loss, tokens_per_step=None):
         if math.isfinite(loss):  # a skipped step does not poison the average
             self.avg = (self.avg[0] * 0.99 + loss, self.avg[1] * 0.99 + 1.0)
         avg = self.avg[0] / self.avg[1] if self.avg[1] else loss
+        now = time.time()
+        if self.events is not None and tokens_per_step:
+            since, done = self._since
+            rate = (self.done - done) * tokens_per_step / max(now - since, 1e-9)
+            self.events.scalars(self.done, {"tokens_per_second": rate})
+        self._since = (now, self.done)
         self.line(self.done, loss=loss, avg=avg)
 
     def _check_finite(self, loss):

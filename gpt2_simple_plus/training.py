@@ -164,7 +164,7 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
     run = Run(done=0, steps=steps, print_every=print_every, save_every=save_every,
               sample_every=sample_every, progress_bar=True,
               val_every=val_every or (sample_every if sample_every and sample_every > 0 else 100),
-              early_stopping_patience=early_stopping_patience, is_chief=chief)
+              early_stopping_patience=early_stopping_patience, is_chief=chief, log_dir=run_dir)
 
     # -- everything before the first step; a failure here leaves no trace ----------
     with _removed_on_failure(run_dir, kept=lambda: run.last_saved) if chief else _nothing(), \
@@ -301,7 +301,9 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
     with distributed.worker_errors(strategy, run):
         ended = run.train(step, save=save, sample=sample,
                           validate=validate if eval_step else None,
-                          snapshot=model.numpy_weights, restore=model.assign)
+                          snapshot=model.numpy_weights, restore=model.assign,
+                          step_scalars=lambda n: {"learning_rate": learning_rate_at(n)},
+                          tokens_per_step=micro_batches * window)
         if ended != "interrupted":  # (after Ctrl-C the other workers are mid-step)
             distributed.barrier(strategy)  # no worker leaves before the chief's last save
 
