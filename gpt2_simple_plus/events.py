@@ -50,7 +50,7 @@ class EventsWriter:
         self._writer = None
 
     def scalars(self, step, metrics):
-        """Write each ``{tag: value}`` at ``step`` (an ``int``), as gpt-2-simple encodes a scalar."""
+        """Write each ``{tag: value}`` at ``step`` (an int), as gpt-2-simple encodes a scalar."""
         if not metrics:
             return
         if self._writer is None:

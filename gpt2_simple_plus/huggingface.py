@@ -485,8 +485,8 @@ _HF_CONFIG = {
 EOT = "<|endoftext|>"
 
 
-_OPENAI_NAME = re.compile(r"model/(?:(wte|wpe)|ln_f/([gb])"
-                          r"|h(\d+)/(ln_1|ln_2|attn/c_attn|attn/c_proj|mlp/c_fc|mlp/c_proj)/([wgb]))")
+_OPENAI_NAME = re.compile(r"model/(?:(wte|wpe)|ln_f/([gb])|h(\d+)/"
+                          r"(ln_1|ln_2|attn/c_attn|attn/c_proj|mlp/c_fc|mlp/c_proj)/([wgb]))")
 
 
 def hf_name(name):
