@@ -63,6 +63,6 @@ def ensure_eager():
     raise GraphModeError(
         f"TensorFlow is in graph mode: eager execution is off ({cause}), and operations "
         f"have been built in its graph since, so it cannot be switched back on. "
-        f"gpt2_simple_plus needs eager execution. Remove `import gpt_2_simple` (gpt2_simple_plus replaces it: "
-        f"`import gpt2_simple_plus as gpt2`) and restart the runtime (in Colab or Jupyter: "
-        f"Runtime/Kernel > Restart), then run the cells again.")
+        f"gpt2_simple_plus needs eager execution. Remove `import gpt_2_simple` "
+        f"(gpt2_simple_plus replaces it: `import gpt2_simple_plus as gpt2`) and restart the "
+        f"runtime (in Colab or Jupyter: Runtime/Kernel > Restart), then run the cells again.")
