@@ -51,6 +51,7 @@ _EXPORTS = {
     "load_classifier": "classifier",
     "export_model": "export",
     "serve": "serving",
+    "plot_loss": "plots",
     # command line
     "cmd": "cli",
     # errors
@@ -66,6 +67,7 @@ _EXPORTS = {
     "ColabError": "errors",
     "WorkerError": "errors",
     "GraphModeError": "errors",
+    "MissingDependencyError": "errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -63,3 +63,7 @@ class WorkerError(TrainingError):
 class GraphModeError(Gpt2Error, RuntimeError):
     """TensorFlow runs in graph mode (e.g. after ``import gpt_2_simple``) and cannot be
     switched back to eager execution in this process."""
+
+
+class MissingDependencyError(Gpt2Error, ImportError):
+    """An optional package a function needs is not installed (e.g. matplotlib for plots)."""

@@ -212,3 +212,42 @@ def test_doctests():
 
     result = doctest.testmod(events)
     assert result.attempted >= 3 and result.failed == 0
+
+
+def test_plot_loss_draws_what_the_events_hold(lm_run):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    run_dir, _ = lm_run
+    scalars = read_scalars(run_dir)
+    ax = gpt2.plot_loss(run_name="run1", checkpoint_dir=os.path.dirname(run_dir))
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines) == ["loss", "running average", "validation loss"]
+    assert list(lines["loss"].get_xdata()) == [s for s, _ in scalars["loss"]]
+    assert list(lines["loss"].get_ydata()) == [v for _, v in scalars["loss"]]
+    assert list(lines["validation loss"].get_ydata()) == [v for _, v in scalars["val_loss"]]
+    ax.figure.savefig(os.path.join(os.path.dirname(run_dir), "loss.png"))
+
+
+def test_plot_loss_without_matplotlib_or_events(tmp_path, monkeypatch):
+    from gpt2_simple_plus import plots
+
+    with pytest.raises(gpt2.ModelNotFoundError, match="finetune"):
+        gpt2.plot_loss(checkpoint_dir=str(tmp_path))
+    writer = EventsWriter(str(tmp_path / "run1"))
+    writer.scalars(1, {"loss": 2.0})
+    writer.close()
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib.pyplot", None)
+    with pytest.raises(gpt2.MissingDependencyError, match="pip install matplotlib"):
+        plots.plot_loss(checkpoint_dir=str(tmp_path))
+    with pytest.raises(ImportError):  # what a user's `except ImportError` catches
+        plots.plot_loss(checkpoint_dir=str(tmp_path))
+
+
+def test_plots_doctests():
+    import doctest
+
+    from gpt2_simple_plus import plots
+
+    result = doctest.testmod(plots)
+    assert result.attempted >= 3 and result.failed == 0
