@@ -28,8 +28,10 @@ def execute(name, cwd, monkeypatch):
     client = nbclient.NotebookClient(notebook, kernel_name="python3", timeout=300,
                                      resources={"metadata": {"path": str(cwd)}})
     client.execute()
-    return ["".join(o.get("text", "") + "".join(o.get("data", {}).get("text/plain", ""))
-                    for o in c.outputs) for c in code]
+    texts = ["".join(o.get("text", "") + "".join(o.get("data", {}).get("text/plain", ""))
+                     for o in c.outputs) for c in code]
+    images = [sum("image/png" in o.get("data", {}) for o in c.outputs) for c in code]
+    return texts, images, code
 
 
 def test_tutorial_colab(tmp_path, monkeypatch):
@@ -38,8 +40,14 @@ def test_tutorial_colab(tmp_path, monkeypatch):
     monkeypatch.setenv("GPT2_SIMPLE_PLUS_DRIVE_ROOT", str(drive))
     work = tmp_path / "colab"
     work.mkdir()
-    outputs = execute("tutorial_colab.ipynb", work, monkeypatch)
+    outputs, images, code = execute("tutorial_colab.ipynb", work, monkeypatch)
     text = "\n".join(outputs)
+    # the loss plot (read from the run's TensorBoard events file), and the TensorBoard cell
+    plot = next(i for i, c in enumerate(code) if "gpt2.plot_loss(" in c.source)
+    assert images[plot] == 1 and sum(images) == 1
+    assert "val_loss=" in text
+    assert any("%tensorboard --logdir checkpoint" in c.source for c in code)
+    assert any(n.startswith("events.out.tfevents.") for n in os.listdir(work / "checkpoint" / "run1"))
     assert "[5 |" in text and "loss=" in text
     # saved to the Drive, deleted locally, restored and generated from
     assert (drive / "MyDrive" / "checkpoint_run1.tar").exists()
@@ -50,8 +58,12 @@ def test_tutorial_colab(tmp_path, monkeypatch):
 
 
 def test_teaching(tmp_path, monkeypatch):
-    outputs = execute("teaching.ipynb", tmp_path, monkeypatch)
+    outputs, images, code = execute("teaching.ipynb", tmp_path, monkeypatch)
     text = "\n".join(outputs)
+    # bar charts: two temperatures side by side, then top-k beside top-p
+    charted = [c.source for c, n in zip(code, images) if n]
+    assert len(charted) == 2 and sum(images) == 2
+    assert "temperature" in charted[0] and "top_k=" in charted[1] and "top_p=" in charted[1]
     assert "token" in text and "ids: [" in text
     assert "rank" in text and "probability" in text  # next_token_probabilities' table
     assert "temperature 0.5" in text and "top_p=0.9: keeps the" in text
