@@ -39,10 +39,11 @@ EVENTS_PATTERN = "events.out.tfevents.*"
 class EventsWriter:
     """Scalars into a new events file in ``log_dir``, opened on the first write.
 
-    ``scalars(step, {tag: value})`` queues them; ``flush()`` makes them
-    visible to TensorBoard (the run calls it at each printed line);
-    ``close()`` flushes and closes the file (at the end of training, also
-    after Ctrl-C or an error).
+    ``scalars(step, {tag: value})`` writes them and flushes the file (TensorFlow's
+    writer flushes when its ``as_default()`` block ends), so TensorBoard sees each
+    step as soon as it is done and a killed process loses nothing written;
+    about a millisecond per call. ``close()`` closes the file (the run calls it
+    at the end of training, also after Ctrl-C or an error).
     """
 
     def __init__(self, log_dir):

@@ -55,7 +55,7 @@ class Run:
     * ``log_dir``: the folder of the run's TensorBoard events file (the chief's
       only; see :mod:`~gpt2_simple_plus.events`): every step's ``loss``, as
       gpt-2-simple wrote it, and every metric of a printed validation line;
-      flushed at each printed line and closed when training stops.
+      on disk as soon as each step ends, closed when training stops.
     """
 
     def __init__(self, *, done=0, steps=-1, print_every=1, save_every=0, sample_every=0,
@@ -96,8 +96,6 @@ class Run:
         values = " ".join(f"{name}={value:2.{d}f}" for name, value in metrics.items())
         self.log(f"[{step} | {time.time() - self.start_time:2.2f}] {values}")
         self.record(step, metrics)
-        if self.events is not None:
-            self.events.flush()
 
     def record(self, step, metrics):
         """Keep ``metrics`` of ``step`` where a user can look at them later: the events
