@@ -1,7 +1,9 @@
 """TensorBoard events: what finetune and finetune_classifier write, read back and checked
 against the lines they print (and against gpt-2-simple's own events file)."""
 
+import contextlib
 import glob
+import io
 import os
 import re
 
@@ -53,9 +55,6 @@ def lm_run(tmp_path_factory):
                   checkpoint_dir=str(folder / "checkpoint"))
     outputs = []
     for steps in (6, 3):
-        import contextlib
-        import io
-
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             gpt2.finetune(gpt2.start_tf_sess(), str(data), steps=steps, warmup_steps=4,

@@ -47,7 +47,8 @@ def test_tutorial_colab(tmp_path, monkeypatch):
     assert images[plot] == 1 and sum(images) == 1
     assert "val_loss=" in text
     assert any("%tensorboard --logdir checkpoint" in c.source for c in code)
-    assert any(n.startswith("events.out.tfevents.") for n in os.listdir(work / "checkpoint" / "run1"))
+    run_files = os.listdir(work / "checkpoint" / "run1")
+    assert any(n.startswith("events.out.tfevents.") for n in run_files)
     assert "[5 |" in text and "loss=" in text
     # saved to the Drive, deleted locally, restored and generated from
     assert (drive / "MyDrive" / "checkpoint_run1.tar").exists()
