@@ -51,6 +51,7 @@ _EXPORTS = {
     "load_classifier": "classifier",
     "export_model": "export",
     "serve": "serving",
+    "import_transformers": "huggingface",
     "plot_loss": "plots",
     # command line
     "cmd": "cli",

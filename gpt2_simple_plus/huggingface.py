@@ -595,3 +595,50 @@ def save_transformers(path, weights, hparams, vocab_folder):
                        ("special_tokens_map.json", as_json(special))):
         _write_atomic(os.path.join(path, name), data)
     return path
+
+
+def import_transformers(path, model_name, model_dir="models"):
+    """Convert a GPT-2 folder that transformers saved (``save_pretrained``, or
+    ``export_model(..., format="transformers")``) into ``model_dir/model_name``,
+    in OpenAI's layout; returns that folder. Then ``load_gpt2(sess,
+    model_name=...)``, ``finetune(..., model_name=...)`` and gpt-2-simple use it.
+
+    The folder needs ``config.json``, ``model.safetensors`` (or its shards and
+    index), ``vocab.json`` and ``merges.txt`` (``tokenizer.save_pretrained(path)``
+    writes the last two). Raises
+    :class:`~gpt2_simple_plus.errors.ModelNotFoundError` for a missing file and
+    :class:`~gpt2_simple_plus.errors.CheckpointError` for a model that is not a
+    GPT-2 this package computes.
+
+        >>> import tempfile
+        >>> from gpt2_simple_plus.encoder import _example_folder
+        >>> from gpt2_simple_plus.hparams import hparams_for
+        >>> from gpt2_simple_plus.model import random_weights
+        >>> hp = hparams_for("tiny", n_vocab=262)
+        >>> hf = save_transformers(tempfile.mkdtemp(), random_weights(hp, 0), hp,
+        ...                        _example_folder())
+        >>> folder = import_transformers(hf, "my-gpt2", model_dir=tempfile.mkdtemp())
+        >>> sorted(os.listdir(folder))  # doctest: +NORMALIZE_WHITESPACE
+        ['checkpoint', 'encoder.json', 'hparams.json', 'model.ckpt.data-00000-of-00001',
+         'model.ckpt.index', 'vocab.bpe']
+    """
+    from .download import model_folder_name
+    from .errors import CheckpointError
+
+    folder = os.path.join(model_dir, model_folder_name(model_name))
+    has_weights = any(os.path.isfile(os.path.join(path, name)) for name in
+                      ("model.safetensors", "model.safetensors.index.json"))
+    missing = [name for name in ("config.json", "vocab.json", "merges.txt")
+               if not os.path.isfile(os.path.join(path, name))]
+    if not has_weights:
+        missing.append("model.safetensors")
+    if missing:
+        raise ModelNotFoundError(
+            f"{path!r} lacks {', '.join(missing)}. Save the model with "
+            f"model.save_pretrained({path!r}) (safetensors, the default) and the tokenizer with "
+            f"tokenizer.save_pretrained({path!r}).")
+    try:
+        convert_to_openai_layout(path, folder)
+    except (DownloadError, _Invalid) as why:
+        raise CheckpointError(f"Cannot convert {path!r}: {why}.") from None
+    return folder

@@ -9,6 +9,7 @@ loopback server, convert and export back.
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -173,6 +174,31 @@ def test_hugging_face_model_round_trips_byte_for_byte(exported, tmp_path):
     for key in ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer",
                 "activation_function", "layer_norm_epsilon", "model_type", "architectures"):
         assert back[key] == theirs[key], key
+
+
+def test_a_folder_saved_by_transformers_imports_and_exports_back(exported, tmp_path):
+    sess, folder, result, output = exported
+    src = tmp_path / "saved"
+    shutil.copytree(folder / "hf_src", src)
+    with pytest.raises(gpt2.ModelNotFoundError, match="vocab.json, merges.txt"):
+        gpt2.import_transformers(str(src), "from-hf", model_dir=str(tmp_path / "models"))
+    shutil.copyfile(folder / "models" / "tiny" / "encoder.json", src / "vocab.json")
+    shutil.copyfile(folder / "models" / "tiny" / "vocab.bpe", src / "merges.txt")
+    models = str(tmp_path / "models")
+    assert gpt2.import_transformers(str(src), "from-hf", model_dir=models) == \
+        os.path.join(models, "from-hf")
+    sess = gpt2.start_tf_sess()
+    gpt2.load_gpt2(sess, model_name="from-hf", model_dir=models)
+    out = gpt2.export_model(sess, str(tmp_path / "back"), format="transformers")
+    with safe_open(str(src / "model.safetensors"), "np") as a, \
+            safe_open(os.path.join(out, "model.safetensors"), "np") as b:
+        assert sorted(a.keys()) == sorted(b.keys())
+        assert all(a.get_tensor(k).tobytes() == b.get_tensor(k).tobytes() for k in a.keys())
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps(dict(config, activation_function="relu")))
+    with pytest.raises(gpt2.CheckpointError, match="activation_function 'relu'"):
+        gpt2.import_transformers(str(src), "relu", model_dir=models)
+    assert not os.path.exists(os.path.join(models, "relu"))
 
 
 def test_export_format_errors(exported, tmp_path):
