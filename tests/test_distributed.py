@@ -214,10 +214,13 @@ def test_two_workers_in_one_folder_train_like_one_process(runs):
     base = dict(checkpoints.read_checkpoint(os.path.join(root, "a", "models", "tiny")).items())
     assert max(float(np.abs(ours[n] - base[n]).max()) for n in ours) > 1e-4
     assert max(float(np.abs(ours[n] - one[n]).max()) for n in ours) < 1e-5
-    # what the chief wrote, once: no temporary files, one dataset cache, one sample file
-    files, one_files = (sorted(re.sub(r"^dataset-\w+", "dataset-*", f) for f in os.listdir(
+    # what the chief wrote, once: no temporary files, one dataset cache, one sample file,
+    # one TensorBoard events file (named after its process)
+    files, one_files = (sorted(re.sub(r"^(dataset-|events\.out\.tfevents\.).*?(\.\w+)?$",
+                                      r"\1*\2", f) for f in os.listdir(
         os.path.join(root, name, "checkpoint", "run1"))) for name in ("a", "a_one"))
     assert files == one_files and files.count("dataset-*.npy") == 1, files
+    assert files.count("events.out.tfevents.*.v2") == 1, files
     assert os.listdir(os.path.join(root, "a", "samples", "run1")) == ["samples-3"]
     assert checkpoints.read_counter(os.path.join(root, "a", "checkpoint", "run1")) == A_STEPS
 
