@@ -1,0 +1,167 @@
+"""Adafactor against a NumPy spelling of Shazeer & Stern's update rule, its saved state,
+and the step compiled with XLA (what a TPU runs)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gpt2_simple_plus.optimizers import Adafactor, make_optimizer
+
+SHAPES = {"matrix": (4, 6), "vector": (5,), "conv": (1, 3, 7)}
+
+
+def reference(shapes, grads, lrs, *, beta1=None, relative_step=False, scale_parameter=None,
+              factor=True, clip=True, weights=None):
+    """Adafactor in NumPy (float64), one variable at a time; returns the weights after each step.
+
+    ``factor=False`` / ``clip=False`` give the rule without factoring / update clipping,
+    for checking that the tests notice either being broken."""
+    scale_parameter = relative_step if scale_parameter is None else scale_parameter
+    x = {n: np.array(weights[n], np.float64) for n in shapes}
+    state = {n: {} for n in shapes}
+    history = []
+    for t, (g_step, lr) in enumerate(zip(grads, lrs), start=1):
+        beta2 = 1.0 - t ** -0.8
+        for n in shapes:
+            g, s = np.asarray(g_step[n], np.float64), state[n]
+            g2 = g * g + 1e-30
+            if factor and g.ndim >= 2:
+                s["vr"] = beta2 * s.get("vr", 0.0) + (1 - beta2) * g2.mean(-1)
+                s["vc"] = beta2 * s.get("vc", 0.0) + (1 - beta2) * g2.mean(-2)
+                v = s["vr"][..., :, None] * s["vc"][..., None, :] / \
+                    s["vr"].mean(-1)[..., None, None]
+            else:
+                s["v"] = v = beta2 * s.get("v", 0.0) + (1 - beta2) * g2
+            u = g / np.sqrt(v)
+            if clip:
+                u /= max(1.0, np.sqrt(np.mean(u * u)) / 1.0)
+            step = min(1e-2, 1 / np.sqrt(t)) if relative_step else lr
+            if scale_parameter:
+                step *= max(1e-3, np.sqrt(np.mean(x[n] ** 2)))
+            u = step * u
+            if beta1:
+                s["m"] = beta1 * s.get("m", 0.0) + (1 - beta1) * u
+                u = s["m"]
+            x[n] = x[n] - u
+        history.append({n: x[n].copy() for n in shapes})
+    return history
+
+
+def random_problem(steps, seed=0):
+    rng = np.random.default_rng(seed)
+    weights = {n: rng.normal(size=s).astype(np.float32) for n, s in SHAPES.items()}
+    # gradients of several scales, so clipping acts on some steps and not on others
+    grads = [{n: (rng.normal(size=s) * rng.choice([0.01, 1.0, 30.0], size=s)).astype(np.float32)
+              for n, s in SHAPES.items()} for _ in range(steps)]
+    lrs = [0.05 * (1 + i % 3) for i in range(steps)]
+    return weights, grads, lrs
+
+
+def run_ours(opt, variables, grads, lrs, step=None):
+    history = []
+    for g, lr in zip(grads, lrs):
+        g = [tf.constant(g[n]) for n in variables]
+        if step is None:
+            opt.apply(g, tf.constant(lr, tf.float32))
+        else:
+            step(g, tf.constant(lr, tf.float32))
+        history.append({n: v.numpy() for n, v in variables.items()})
+    return history
+
+
+def assert_close(ours, ref):
+    for mine, theirs in zip(ours, ref):
+        for n in theirs:
+            np.testing.assert_allclose(mine[n], theirs[n], rtol=2e-5, atol=1e-6, err_msg=n)
+
+
+@pytest.mark.parametrize("options", [{}, {"beta1": 0.9}, {"relative_step": True},
+                                     {"scale_parameter": True}])
+def test_adafactor_follows_the_update_rule(options):
+    weights, grads, lrs = random_problem(6)
+    variables = {n: tf.Variable(w) for n, w in weights.items()}
+    ours = run_ours(Adafactor(variables, **options), variables, grads, lrs)
+    assert_close(ours, reference(SHAPES, grads, lrs, weights=weights, **options))
+
+
+@pytest.mark.parametrize("broken", ["factor", "clip"])
+def test_the_reference_tells_factoring_and_clipping_apart(broken):
+    """The comparison above fails if the factoring or the clipping were missing."""
+    weights, grads, lrs = random_problem(6)
+    variables = {n: tf.Variable(w) for n, w in weights.items()}
+    ours = run_ours(Adafactor(variables), variables, grads, lrs)
+    wrong = reference(SHAPES, grads, lrs, weights=weights, **{broken: False})
+    with pytest.raises(AssertionError):
+        assert_close(ours, wrong)
+
+
+def test_state_is_factored_and_small():
+    variables = {n: tf.Variable(tf.zeros(s)) for n, s in SHAPES.items()}
+    state = Adafactor(variables).state()
+    shapes = {k: tuple(v.shape) for k, v in state.items() if k.count("/") == 2}
+    assert shapes == {"optimizer/matrix/vr": (4,), "optimizer/matrix/vc": (6,),
+                      "optimizer/vector/v": (5,),
+                      "optimizer/conv/vr": (1, 3), "optimizer/conv/vc": (1, 7)}
+    assert "optimizer/conv/m" in Adafactor(variables, beta1=0.9).state()
+
+
+def test_a_restored_adafactor_continues_the_same_trajectory():
+    weights, grads, lrs = random_problem(6, seed=1)
+    straight = {n: tf.Variable(w) for n, w in weights.items()}
+    run_ours(Adafactor(straight, beta1=0.9), straight, grads, lrs)
+
+    first = {n: tf.Variable(w) for n, w in weights.items()}
+    opt = Adafactor(first, beta1=0.9)
+    run_ours(opt, first, grads[:3], lrs[:3])
+    saved = {k: np.array(v) for k, v in opt.state().items()}  # as a checkpoint holds them
+    resumed = {n: tf.Variable(v.numpy()) for n, v in first.items()}
+    again = Adafactor(resumed, beta1=0.9)
+    again.load_state(saved)
+    run_ours(again, resumed, grads[3:], lrs[3:])
+    for n in weights:
+        np.testing.assert_array_equal(resumed[n].numpy(), straight[n].numpy())
+
+    # a fresh optimizer (no state) goes elsewhere: the check above has teeth
+    fresh = {n: tf.Variable(v.numpy()) for n, v in first.items()}
+    run_ours(Adafactor(fresh, beta1=0.9), fresh, grads[3:], lrs[3:])
+    assert not np.allclose(fresh["matrix"].numpy(), straight["matrix"].numpy())
+
+
+def test_state_of_another_optimizer_is_refused():
+    from gpt2_simple_plus.errors import CheckpointError
+
+    variables = {"w": tf.Variable(tf.zeros([2, 2]))}
+    adam_state = make_optimizer("adam", variables).state()
+    with pytest.raises(CheckpointError, match="for 'adam', not 'adafactor'"):
+        make_optimizer("adafactor", variables).load_state(adam_state)
+
+
+def test_adafactor_compiles_with_xla():
+    """What a TPUStrategy needs: the whole update inside tf.function(jit_compile=True)."""
+    weights, grads, lrs = random_problem(4, seed=2)
+    variables = {n: tf.Variable(w) for n, w in weights.items()}
+    opt = Adafactor(variables, beta1=0.9, relative_step=True)
+    step = tf.function(lambda g, lr: opt.apply(g, lr), jit_compile=True, autograph=False)
+    ours = run_ours(opt, variables, grads, lrs, step=step)
+    assert step.experimental_get_compiler_ir(
+        [tf.constant(grads[0][n]) for n in variables], tf.constant(0.1))(stage="hlo")
+    assert_close(ours, reference(SHAPES, grads, lrs, weights=weights, beta1=0.9,
+                                 relative_step=True))
+
+
+def test_adafactor_agrees_with_hugging_face():
+    """An independent spelling of the same rule: transformers' PyTorch Adafactor."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers.optimization")
+    weights, grads, lrs = random_problem(5, seed=3)
+    variables = {n: tf.Variable(w) for n, w in weights.items()}
+    ours = run_ours(Adafactor(variables, relative_step=True), variables, grads, lrs)
+    params = {n: torch.nn.Parameter(torch.tensor(w)) for n, w in weights.items()}
+    hf = transformers.Adafactor(list(params.values()), lr=None, relative_step=True,
+                                scale_parameter=True, warmup_init=False)
+    for g in grads:
+        for n, p in params.items():
+            p.grad = torch.tensor(g[n])
+        hf.step()
+    for n, p in params.items():
+        np.testing.assert_allclose(ours[-1][n], p.detach().numpy(), rtol=1e-4, atol=1e-6)
