@@ -69,6 +69,7 @@ _EXPORTS = {
     "WorkerError": "errors",
     "GraphModeError": "errors",
     "MissingDependencyError": "errors",
+    "OutOfMemoryError": "errors",
 }
 
 __all__ = sorted(_EXPORTS)

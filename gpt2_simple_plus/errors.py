@@ -52,6 +52,11 @@ class TrainingError(Gpt2Error, ValueError):
     """Arguments to :func:`finetune` that cannot work together."""
 
 
+class OutOfMemoryError(Gpt2Error, MemoryError):
+    """A fine-tuning that does not fit, or did not fit, in the device's memory; the
+    message names settings that would."""
+
+
 class ColabError(Gpt2Error, RuntimeError):
     """A Google Drive helper was used outside Colab or before mounting the Drive."""
 

@@ -1,0 +1,152 @@
+"""Fit before you fail: the memory estimate against measured peaks, the messages, the devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+import helpers
+from gpt2_simple_plus import memory
+from gpt2_simple_plus.errors import Gpt2Error, OutOfMemoryError
+from gpt2_simple_plus.hparams import HParams, hparams_for
+from gpt2_simple_plus.memory import GB, MB, Settings, estimate
+from gpt2_simple_plus.model import variable_shapes
+
+# Two real training steps in a fresh process; it prints its peak resident memory (ru_maxrss)
+# after importing TensorFlow and the package (the baseline) and after training.
+CHILD = """
+import json, resource, sys
+sys.path.insert(0, {repo!r})
+import tensorflow as tf
+import gpt2_simple_plus as gpt2
+from gpt2_simple_plus import training
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+sess = gpt2.start_tf_sess()
+gpt2.finetune(sess, "data.txt", model_name=None, hparams={hparams!r}, vocab_dir={vocab!r},
+              steps=2, batch_size=1, accumulate_gradients=1, sample_every=0, save_every=0,
+              print_every=0, optimizer={optimizer!r}, use_memory_saving_gradients={msg},
+              seed=0, checkpoint_dir="checkpoint")
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("RSS", json.dumps([base * 1024, peak * 1024]))
+"""
+
+# (hparams, optimizer, memory-saving gradients): the smallest shape, and 124M's width and
+# heads (its embedding is most of the memory) with fewer layers and a shorter window.
+CASES = [
+    (dict(n_embd=64, n_head=2, n_layer=2, n_ctx=128), "adam", False),
+    (dict(n_embd=768, n_head=12, n_layer=2, n_ctx=256), "adam", False),
+    (dict(n_embd=768, n_head=12, n_layer=2, n_ctx=256), "adafactor", True),
+]
+
+
+def test_estimate_is_within_25_percent_of_the_measured_peak(tmp_path, gpt2_vocab_dir):
+    """The estimate against ru_maxrss of real training steps (minus the same process's
+    memory after importing TensorFlow), each case in its own process, the cases at once."""
+    text = " ".join(f"word{i % 997} and the" for i in range(3000))
+    procs = []
+    for i, (hp, optimizer, msg) in enumerate(CASES):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        (folder / "data.txt").write_text(text)
+        code = CHILD.format(repo=helpers.REPO, hparams=hp, vocab=gpt2_vocab_dir,
+                            optimizer=optimizer, msg=msg)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+        procs.append(subprocess.Popen([sys.executable, "-c", code], cwd=folder, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    report = []
+    for proc, (hp, optimizer, msg) in zip(procs, CASES):
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        base, peak = json.loads(out.split("RSS ", 1)[1])
+        measured = peak - base
+        settings = Settings(HParams(n_vocab=50257, **hp), optimizer=optimizer,
+                            use_memory_saving_gradients=msg)
+        estimated = estimate(settings).total
+        report.append(f"{hp} {optimizer} msg={msg}: measured {measured / MB:.0f} MB, "
+                      f"estimated {estimated / MB:.0f} MB ({estimated / measured - 1:+.0%})")
+    print("\n".join(report))
+    for line, (hp, _, _) in zip(report, CASES):
+        ratio = float(line.rsplit("(", 1)[1].rstrip("%)")) / 100
+        assert abs(ratio) <= 0.25, line
+
+
+def test_the_parts_add_up_as_the_settings_say():
+    hp = hparams_for("774M")
+    adam = estimate(Settings(hp)).parts
+    params = sum(int(tf.TensorShape(s).num_elements()) for s in variable_shapes(hp).values())
+    assert adam["weights"] == 4 * params and adam["optimizer"] == 8 * params
+    ada = estimate(Settings(hp, optimizer="adafactor")).parts
+    assert ada["optimizer"] < 0.06 * adam["optimizer"]  # factored: rows and columns only
+    assert estimate(Settings(hp, optimizer="sgd")).parts["optimizer"] == 0
+    msg = estimate(Settings(hp, use_memory_saving_gradients=True)).parts
+    assert msg["activations"] < adam["activations"] / 10
+    two = estimate(Settings(hp, batch_size=2)).parts
+    assert two["head"] == 2 * adam["head"] and two["activations"] == 2 * adam["activations"]
+    lora = estimate(Settings(hp, lora_rank=16, lora_base_dtype="bfloat16")).parts
+    assert lora["weights"] < 0.55 * adam["weights"] and lora["optimizer"] < 0.01 * params * 8
+    layers = estimate(Settings(hp, only_train_transformer_layers=True)).parts
+    assert layers["optimizer"] < adam["optimizer"] and layers["gradients"] < adam["gradients"]
+
+
+def test_a_setting_that_does_not_fit_names_what_would():
+    big = Settings(hparams_for("1558M"), model_name="1558M")
+    with pytest.raises(OutOfMemoryError) as info:
+        memory.check_fit(big, available=15 * GB, where="this GPU has")
+    text = str(info.value)
+    assert text.startswith("1558M with Adam needs about ") and "this GPU has 15 GB." in text
+    assert "lora_rank=16" in text and "optimizer='adafactor' with use_memory_saving_gradients" \
+        in text
+    # each named setting does fit in what the message says is there
+    for part in text.split("would fit: ")[1].rstrip(".").split("; "):
+        assert float(part.split("about ")[1].split()[0]) <= 15
+    # it is the error users already catch
+    assert isinstance(info.value, MemoryError) and isinstance(info.value, Gpt2Error)
+    # without LoRA on offer, it is not named
+    assert "lora" not in memory.fit_message(big, available=15 * GB, lora=False)
+
+
+def test_nothing_fits_says_so_and_what_fits_passes():
+    small = Settings(hparams_for("124M"), model_name="124M")
+    with pytest.raises(OutOfMemoryError, match="No setting of this model fits: try a smaller"):
+        memory.check_fit(small, available=1 * GB)
+    est = memory.check_fit(small, available=64 * GB)
+    assert memory.summary_line(est, 64 * GB) == f"Memory: {est} needed, 64 GB available"
+    assert memory.summary_line(est) == f"Memory: {est} needed"
+
+
+def test_an_out_of_memory_during_training_becomes_the_same_message():
+    settings = Settings(hparams_for("774M"), model_name="774M", optimizer="adafactor",
+                        use_memory_saving_gradients=True)
+    boom = tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with "
+                                            "shape[1024,50257]\nlong TensorFlow details")
+    err = memory.out_of_memory(boom, settings, available=8 * GB)
+    text = str(err)
+    assert isinstance(err, OutOfMemoryError)
+    assert text.startswith("Training ran out of memory (OOM when allocating tensor with "
+                           "shape[1024,50257]).") and "long TensorFlow details" not in text
+    assert "lora_rank=16" in text and text.endswith("The run's last checkpoint is untouched.")
+    plain = memory.out_of_memory(MemoryError(), settings, available=None)
+    assert str(plain).startswith("Training ran out of memory (MemoryError).")
+
+
+def test_available_memory_reads_meminfo_and_cgroup_limits(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       25000000 kB\nMemAvailable:   15728640 kB\n")
+    assert memory._meminfo_available(str(meminfo)) == 15 * GB
+    assert memory._meminfo_available(str(tmp_path / "none")) is None
+    (tmp_path / "memory.max").write_text("max\n")
+    assert memory._cgroup_room(str(tmp_path)) is None
+    (tmp_path / "memory.max").write_text(f"{12 * GB}\n")
+    (tmp_path / "memory.current").write_text(f"{2 * GB}\n")
+    assert memory._cgroup_room(str(tmp_path)) == 10 * GB
+    n, where = memory.available_memory()
+    assert where == "this machine has" and 0 < n < 10 ** 15  # this test machine: no GPU
+
+
+def test_doctests():
+    import doctest
+
+    assert doctest.testmod(memory, optionflags=doctest.ELLIPSIS).failed == 0
