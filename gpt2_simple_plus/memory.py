@@ -111,7 +111,7 @@ def estimate(settings):
         >>> est = estimate(Settings(hparams_for("774M"), optimizer="adafactor",
         ...                         use_memory_saving_gradients=True))
         >>> str(est), sorted(est.parts)  # doctest: +NORMALIZE_WHITESPACE
-        ('about 6.9 GB', ['activations', 'data', 'gradients', 'head', 'optimizer',
+        ('about 6.8 GB', ['activations', 'data', 'gradients', 'head', 'optimizer',
                           'runtime', 'weights'])
     """
     s, hp = settings, settings.hparams

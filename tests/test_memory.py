@@ -86,7 +86,10 @@ def test_the_parts_add_up_as_the_settings_say():
     two = estimate(Settings(hp, batch_size=2)).parts
     assert two["head"] == 2 * adam["head"] and two["activations"] == 2 * adam["activations"]
     lora = estimate(Settings(hp, lora_rank=16, lora_base_dtype="bfloat16")).parts
-    assert lora["weights"] < 0.55 * adam["weights"] and lora["optimizer"] < 0.01 * params * 8
+    e = hp.n_embd  # adapters [nx, r] and [r, nf] beside c_attn, c_proj, c_fc and mlp/c_proj
+    adapters = hp.n_layer * 16 * ((e + 3 * e) + (e + e) + (e + 4 * e) + (4 * e + e))
+    assert lora["optimizer"] == 8 * adapters and lora["gradients"] == 4 * adapters
+    assert lora["weights"] == 2 * params + 4 * adapters  # the frozen base in bfloat16
     layers = estimate(Settings(hp, only_train_transformer_layers=True)).parts
     assert layers["optimizer"] < adam["optimizer"] and layers["gradients"] < adam["gradients"]
 
@@ -111,7 +114,7 @@ def test_a_setting_that_does_not_fit_names_what_would():
 def test_nothing_fits_says_so_and_what_fits_passes():
     small = Settings(hparams_for("124M"), model_name="124M")
     with pytest.raises(OutOfMemoryError, match="No setting of this model fits: try a smaller"):
-        memory.check_fit(small, available=1 * GB)
+        memory.check_fit(small, available=GB // 4)
     est = memory.check_fit(small, available=64 * GB)
     assert memory.summary_line(est, 64 * GB) == f"Memory: {est} needed, 64 GB available"
     assert memory.summary_line(est) == f"Memory: {est} needed"
