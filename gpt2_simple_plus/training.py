@@ -33,6 +33,7 @@ Training from scratch (no download needed): ``model_name=None`` with
 
 import collections
 import contextlib
+import inspect
 import math
 import os
 import shutil
@@ -40,7 +41,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from . import checkpoints, distributed
+from . import checkpoints, distributed, memory
 from .data import Sampler, load_dataset, remove_stale_caches, split_validation, validation_windows
 from .eager import ensure_eager
 from .encoder import get_encoder
@@ -71,7 +72,7 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
              hparams=None, vocab_dir=None, seed=None,
              val_dataset=None, val_fraction=0.0, val_every=None, early_stopping_patience=None,
              warmup_steps=0, lr_decay=None, max_grad_norm=None, weight_decay=0.01,
-             precision="float32", strategy=None, jit_compile=None):
+             precision="float32", strategy=None, jit_compile=None, check_memory=True):
     """Fine-tune GPT-2 on ``dataset`` (a file, folder or glob of .txt/.csv/.npz).
 
     gpt-2-simple's arguments keep their meaning and defaults:
@@ -85,7 +86,10 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
       micro-batches per step (their gradients averaged; gpt-2-simple summed
       them, which Adam hardly notices but SGD does: multiply an SGD
       ``learning_rate`` by ``accumulate_gradients`` to match such a run);
-      ``learning_rate``; ``optimizer`` (``"adam"``, ``"adamw"`` or ``"sgd"``).
+      ``learning_rate``; ``optimizer`` (``"adam"``, ``"adamw"``, ``"sgd"`` or
+      ``"adafactor"``: factored second moments, for models whose Adam state does not
+      fit; ``learning_rate`` is its step size as for Adam, and ``learning_rate=None``
+      selects the paper's relative step size, see :class:`~.optimizers.Adafactor`).
     * ``print_every`` / ``sample_every`` / ``save_every`` steps: print the
       ``[step | seconds] loss=… avg=…`` line, write ``sample_num`` samples of
       ``sample_length`` tokens (temperature 1, top_k 40) to
@@ -124,6 +128,13 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
       (see ``distributed.py`` and the README's multi-worker recipe).
     * ``jit_compile``: compile the step with XLA (``None``: what measured faster,
       see :func:`default_jit_compile`).
+    * ``check_memory``: before anything slow, estimate the memory the run needs
+      (see ``memory.py``), print it (``Memory: about … GB needed, … available``)
+      and, when it will not fit, raise :class:`~.errors.OutOfMemoryError` naming
+      settings that would, leaving the run folder as it was. ``False`` skips the
+      check (the estimate may be pessimistic where the system can swap). An
+      out-of-memory during training ends in the same kind of message, the run's
+      last checkpoint untouched.
 
     After training, ``sess`` holds the trained model: ``gpt2.generate(sess)``
     samples from it.
@@ -139,6 +150,7 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         >>> gpt2.finetune(sess, path, model_name=None, hparams="tiny",
         ...               vocab_dir=_example_folder(), steps=2, seed=0, print_every=10,
         ...               checkpoint_dir=os.path.join(folder, "checkpoint"))  # doctest: +ELLIPSIS
+        Memory: about ... GB needed, ... available
         Initialising a new model from random weights: 2 layers, 32 wide, 64-token window
         Loading dataset...
         dataset has 613 tokens
@@ -176,6 +188,18 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         else:  # the chief's run folder may be on another machine, and is the chief's to write
             base_dir, hp, vocab_folder = _worker_model_files(model_name, model_dir, hparams,
                                                              vocab_dir, run_dir)
+        memory_settings = memory.Settings(
+            hp, model_name=model_name and canonical_model_name(model_name),
+            batch_size=batch_size // (strategy.num_replicas_in_sync if strategy else 1),
+            accumulate_gradients=accumulate_gradients, optimizer=str(optimizer).lower(),
+            use_memory_saving_gradients=bool(use_memory_saving_gradients),
+            only_train_transformer_layers=bool(only_train_transformer_layers),
+            precision=precision, dataset_bytes=_file_bytes(dataset))
+        if check_memory:  # before anything slow; each worker checks its own machine
+            available, where = memory.available_memory()
+            needed = memory.check_fit(memory_settings, available=available, where=where,
+                                      lora=_has_lora())
+            run.log(memory.summary_line(needed, available))
         enc = get_encoder(vocab_folder)
         sample_length = _fit_sample_length(sample_length, hp, sample_every)
         if model_name and canonical_model_name(model_name) in ("355M", "774M", "1558M"):
@@ -209,7 +233,8 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
                        if not only_train_transformer_layers or "/h" in n}
             # TensorFlow's fused update kernels; XLA fuses the spelled-out arithmetic better
             opt = make_optimizer(str(optimizer).lower(), trained, weight_decay=weight_decay,
-                                 fused=strategy is None and not jit_compile)
+                                 fused=strategy is None and not jit_compile,
+                                 relative_step=learning_rate is None)
             scaler = LossScale() if precision == "float16" else None
 
         run.log("Loading dataset...")
@@ -239,8 +264,8 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
                                      max_grad_norm=max_grad_norm, jit_compile=jit_compile)
         eval_step = make_eval_step(model, jit_compile=jit_compile) \
             if val_tokens is not None else None
-        learning_rate_at = lr_schedule(learning_rate, warmup_steps=warmup_steps, decay=lr_decay,
-                                       last_step=run.done + steps)
+        learning_rate_at = lr_schedule(learning_rate or 0.0, warmup_steps=warmup_steps,
+                                       decay=lr_decay, last_step=run.done + steps)
 
     # -- what the run does at each step and between steps ----------------------------
     micro_batches = accumulate_gradients * batch_size
@@ -248,7 +273,10 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
     def step(n):
         tokens = sampler.sample_many(micro_batches, window)
         tokens = tf.constant(tokens.reshape(accumulate_gradients, batch_size, window))
-        return train_step(tokens, tf.constant(learning_rate_at(n), tf.float32))
+        try:
+            return float(train_step(tokens, tf.constant(learning_rate_at(n), tf.float32)))
+        except (tf.errors.ResourceExhaustedError, MemoryError) as err:
+            raise memory.out_of_memory(err, memory_settings, lora=_has_lora()) from err
 
     def save(done, with_optimizer=True):
         if not chief:  # the chief saves; the others know its name, for their messages
@@ -473,7 +501,9 @@ def _check_arguments(*, dataset, steps, optimizer, precision, lr_decay, batch_si
     for name, value in (("batch_size", batch_size), ("accumulate_gradients", accumulate_gradients)):
         if not isinstance(value, int) or value < 1:
             raise TrainingError(f"{name} must be a whole number of at least 1, got {value!r}.")
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or \
+    if learning_rate is None and str(optimizer).lower() == "adafactor":
+        pass  # Adafactor's relative step size
+    elif isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or \
             not math.isfinite(learning_rate) or learning_rate < 0:
         raise TrainingError(f"learning_rate must be a finite number of at least 0, got "
                             f"{learning_rate!r} (gpt-2-simple's default is 0.0001).")
@@ -505,6 +535,19 @@ def _removed_on_failure(run_dir, kept):
                     path = os.path.join(run_dir, name)
                     shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         raise
+
+
+def _file_bytes(dataset):
+    """The size of a dataset file (its encoded tokens take about as much memory), else 0."""
+    try:
+        return os.path.getsize(dataset) if os.path.isfile(dataset) else 0
+    except (OSError, TypeError, ValueError):
+        return 0
+
+
+def _has_lora():
+    """Whether finetune offers LoRA, so that the memory messages may suggest it."""
+    return "lora_rank" in inspect.signature(finetune).parameters
 
 
 def _fit_sample_length(sample_length, hp, sample_every):

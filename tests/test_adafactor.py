@@ -1,6 +1,9 @@
 """Adafactor against a NumPy spelling of Shazeer & Stern's update rule, its saved state,
 and the step compiled with XLA (what a TPU runs)."""
 
+import os
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -165,3 +168,66 @@ def test_adafactor_agrees_with_hugging_face():
         hf.step()
     for n, p in params.items():
         np.testing.assert_allclose(ours[-1][n], p.detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
+# -- in finetune ----------------------------------------------------------------------
+
+def tune(sess, tiny_model_dir, **kwargs):
+    import gpt2_simple_plus as gpt2
+
+    args = dict(model_name="tiny", model_dir=os.path.dirname(tiny_model_dir), steps=4,
+                accumulate_gradients=1, learning_rate=3e-3, sample_every=0, save_every=0,
+                print_every=1, seed=0, optimizer="adafactor")
+    args.update(kwargs)
+    gpt2.finetune(sess, "data.txt", **args)
+
+
+def losses(out):
+    return {int(m.group(1)): m.group(2) for m in re.finditer(r"^\[(\d+) \| [\d.]+\] loss=([\d.]+)",
+                                                              out, re.M)}
+
+
+def test_finetune_with_adafactor_learns_and_resumes_on_the_same_trajectory(
+        tmp_path, monkeypatch, tiny_model_dir, capsys):
+    import gpt2_simple_plus as gpt2
+    from gpt2_simple_plus import checkpoints
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.txt").write_text("the cat sat on the mat. " * 40)
+    sess = gpt2.start_tf_sess()
+    tune(sess, tiny_model_dir, steps=8, run_name="straight")
+    straight = losses(capsys.readouterr().out)
+    assert float(straight[8]) < float(straight[1])
+    state = checkpoints.read_train_state("checkpoint/straight", 8)
+    assert state["optimizer/name"] == b"adafactor" and "optimizer/model/wte/vr" in state
+
+    tune(sess, tiny_model_dir, steps=4, run_name="resumed")
+    tune(sess, tiny_model_dir, steps=4, run_name="resumed")
+    out = capsys.readouterr().out
+    assert "starts afresh" not in out
+    resumed = losses(out)
+    assert [resumed[s] for s in range(5, 9)] == [straight[s] for s in range(5, 9)]
+    a, b = (dict(checkpoints.read_checkpoint(f"checkpoint/{r}").items())
+            for r in ("straight", "resumed"))
+    assert max(np.abs(a[n] - b[n]).max() for n in a) < 1e-6
+
+    # without the saved state the second half goes elsewhere: the check above has teeth
+    tune(sess, tiny_model_dir, steps=4, run_name="amnesia")
+    os.remove("checkpoint/amnesia/train_state-4.index")
+    tune(sess, tiny_model_dir, steps=4, run_name="amnesia")
+    c = dict(checkpoints.read_checkpoint("checkpoint/amnesia").items())
+    assert max(np.abs(a[n] - c[n]).max() for n in a) > 1e-4
+
+
+def test_finetune_learning_rate_none_is_adafactors_relative_step(
+        tmp_path, monkeypatch, tiny_model_dir, capsys):
+    import gpt2_simple_plus as gpt2
+    from gpt2_simple_plus.errors import TrainingError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.txt").write_text("the cat sat on the mat. " * 40)
+    sess = gpt2.start_tf_sess()
+    tune(sess, tiny_model_dir, steps=3, learning_rate=None)
+    assert sorted(losses(capsys.readouterr().out)) == [1, 2, 3]
+    with pytest.raises(TrainingError, match="learning_rate must be a finite number"):
+        tune(sess, tiny_model_dir, steps=3, learning_rate=None, optimizer="adam")

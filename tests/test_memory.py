@@ -153,3 +153,87 @@ def test_doctests():
     import doctest
 
     assert doctest.testmod(memory, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+# -- in finetune ----------------------------------------------------------------------
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.txt").write_text("the cat sat on the mat. " * 40)
+    return tmp_path
+
+
+def tune(tiny_model_dir, **kwargs):
+    import gpt2_simple_plus as gpt2
+
+    args = dict(model_name="tiny", model_dir=os.path.dirname(tiny_model_dir), steps=2,
+                accumulate_gradients=1, sample_every=0, save_every=0, print_every=1, seed=0)
+    args.update(kwargs)
+    gpt2.finetune(gpt2.start_tf_sess(), "data.txt", **args)
+
+
+def checkpoints_of(state):
+    return sorted(n[:-len(".index")] for n in state if n.startswith("model-") and
+                  n.endswith(".index"))
+
+
+def folder_state(folder):
+    return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
+
+
+def test_finetune_prints_the_estimate_and_refuses_what_does_not_fit(work, tiny_model_dir,
+                                                                    capsys, monkeypatch):
+    tune(tiny_model_dir)
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = [n for n in lines if n.startswith("Memory: about ")]
+    assert len(header) == 1 and header[0].endswith(" GB available")
+    assert lines.index(header[0]) < lines.index(next(n for n in lines if n.startswith("Loading")))
+    before = folder_state("checkpoint/run1")
+
+    monkeypatch.setattr(memory, "available_memory", lambda: (20 * MB, "this machine has"))
+    with pytest.raises(OutOfMemoryError, match=r"^tiny with Adam needs about 0\.\d\d GB; this "
+                                               r"machine has 0\.02 GB\. No setting"):
+        tune(tiny_model_dir)  # an existing run: untouched
+    assert folder_state("checkpoint/run1") == before
+    with pytest.raises(MemoryError):
+        tune(tiny_model_dir, run_name="new")  # a new run: no folder left behind
+    assert not os.path.exists("checkpoint/new")
+    assert "Loading checkpoint" not in capsys.readouterr().out  # refused before anything slow
+
+    tune(tiny_model_dir, run_name="new", check_memory=False)  # the user's way round it
+    assert "Memory:" not in capsys.readouterr().out and os.path.exists("checkpoint/new")
+
+
+def test_out_of_memory_during_training_says_what_fits_and_keeps_the_checkpoint(
+        work, tiny_model_dir, capsys, monkeypatch):
+    from gpt2_simple_plus import training
+
+    tune(tiny_model_dir, save_every=1)
+    before = folder_state("checkpoint/run1")
+    real = training.make_train_step
+
+    def failing_on_the_second_step(*args, **kwargs):
+        step, calls = real(*args, **kwargs), []
+
+        def run(*inputs):
+            calls.append(1)
+            if len(calls) == 2:
+                raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+            return step(*inputs)
+        return run
+
+    monkeypatch.setattr(training, "make_train_step", failing_on_the_second_step)
+    monkeypatch.setattr(memory, "available_memory", lambda: (8 * GB, "this machine has"))
+    with pytest.raises(OutOfMemoryError) as info:
+        tune(tiny_model_dir, steps=4, save_every=1)
+    assert str(info.value).startswith("Training ran out of memory (OOM when allocating tensor). "
+                                      "tiny with Adam needs about ")
+    assert isinstance(info.value.__cause__, tf.errors.ResourceExhaustedError)
+    # step 3 was saved before the failure in step 4; nothing older was lost or broken
+    after = folder_state("checkpoint/run1")
+    assert checkpoints_of(after) == ["model-3"] and after["counter"] == b"3\n"
+    assert set(before) - set(after) <= {"model-2.index", "model-2.data-00000-of-00001",
+                                        "train_state-2.index",
+                                        "train_state-2.data-00000-of-00001"}
