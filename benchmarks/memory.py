@@ -16,7 +16,8 @@ packages print, the first step (tracing) excluded.
 Peak RSS stands in for accelerator memory on a CPU machine (Colab's free machine has
 12.7 GB of RAM and a 15 GB T4). Before each configuration its estimate
 (``gpt2_simple_plus.memory``) is compared with the RAM available; one that would not fit
-with 2 GB to spare is skipped, not run into the kernel's out-of-memory killer.
+with ``--margin`` GB to spare (2 by default) is skipped, not run into the kernel's
+out-of-memory killer.
 """
 
 import argparse
@@ -235,6 +236,9 @@ def main():
     parser.add_argument("--sizes", help="comma-separated sizes (124M,355M,774M,1558M)")
     parser.add_argument("--steps", type=int, default=3,
                         help="training steps per configuration (the first is not timed)")
+    parser.add_argument("--margin", type=float, default=2.0,
+                        help="GB of RAM to leave free: a configuration whose estimate does not "
+                             "fit with this much to spare is skipped")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else DEFAULT
@@ -258,7 +262,7 @@ def main():
                 continue
             make_checkpoint(size)
             need, have = estimated_bytes(size, settings), available_bytes()
-            if have is not None and need + 2 * GB > have:
+            if have is not None and need + args.margin * GB > have:
                 results.append({"name": n, "size": size, "title": title, "status":
                                 f"skipped: needs about {need / GB:.0f} GB, "
                                 f"{have / GB:.0f} GB available"})

@@ -246,7 +246,7 @@ def build_parser():
     g.add_argument("--print_every", type=POSITIVE, default=10,
                    help="print the loss every N steps")
     g.add_argument("--max_checkpoints", type=POSITIVE, default=1, help="checkpoints kept")
-    g.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"),
+    g.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd", "adafactor"),
                    help="how the weights move")
     _flag(g, "--overwrite", default=False, help="delete the run's old checkpoints first")
     _flag(g, "--multi_gpu", default=False, help="train on every GPU")
