@@ -150,7 +150,8 @@ def write_data(folder):
              "been if more when will would who so no time people year way day man thing woman "
              "life child world school state family student group country problem hand part "
              "place case week company system program question work government number night "
-             "point home water room mother area money story fact month lot right study book").split()
+             "point home water room mother area money story fact month lot right study book"
+             ).split()
     rng = random.Random(0)
     text = "\n".join(" ".join(rng.choice(words) for _ in range(80)) + "." for _ in range(600))
     with open(os.path.join(folder, "data.txt"), "w") as f:

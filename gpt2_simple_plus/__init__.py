@@ -34,6 +34,7 @@ _EXPORTS = {
     "finetune": "training",
     "encode_dataset": "data",
     "encode_csv": "data",
+    "estimate_memory": "memory",
     # Colab and Google Drive
     "mount_gdrive": "colab",
     "is_mounted": "colab",

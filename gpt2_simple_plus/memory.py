@@ -173,6 +173,29 @@ def estimate(settings):
     })
 
 
+
+def estimate_memory(model_name="124M", **settings):
+    """How much memory ``finetune(model_name=..., **settings)`` needs, before trying it:
+    an :class:`Estimate` whose ``str`` reads "about N GB" and whose ``parts`` say where it
+    goes. ``settings`` are ``finetune``'s (``batch_size``, ``optimizer``,
+    ``use_memory_saving_gradients``, ``only_train_transformer_layers``, ``precision``,
+    ``accumulate_gradients``, ``lora_rank``, ``lora_base_dtype``); ``model_name`` is a
+    size (``"124M"`` ... ``"1558M"``) or an :class:`~gpt2_simple_plus.hparams.HParams`.
+
+        >>> import gpt2_simple_plus as gpt2
+        >>> print(gpt2.estimate_memory("774M"))
+        about 17 GB
+        >>> print(gpt2.estimate_memory("774M", optimizer="adafactor",
+        ...                            use_memory_saving_gradients=True))
+        about 6.8 GB
+    """
+    from .hparams import HParams, canonical_model_name, hparams_for
+
+    if isinstance(model_name, HParams):
+        return estimate(Settings(model_name, **settings))
+    name = canonical_model_name(model_name)
+    return estimate(Settings(hparams_for(name), model_name=name, **settings))
+
 def _count(shape):
     n = 1
     for d in shape:
