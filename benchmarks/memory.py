@@ -202,6 +202,9 @@ def run(name, folder, steps):
              for m in map(LINE.match, stdout.splitlines()) if m}
     result = {"name": name, "size": size, "title": title, "peak_gb": peak / GB,
               "sec_per_step": None, "wall_s": time.time() - start, "status": "ok"}
+    if "not implemented for Tensorflow 2" in stdout:  # gpt-2-simple's own message
+        result["status"] = "not available (gpt-2-simple: not on TF 2)"
+        return result
     if proc.returncode or len(times) < 2:
         sys.stderr.write(f"{name} failed (exit {proc.returncode}):\n{stdout[-1500:]}\n"
                          f"{stderr[-3000:]}\n")
