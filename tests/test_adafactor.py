@@ -231,3 +231,27 @@ def test_finetune_learning_rate_none_is_adafactors_relative_step(
     assert sorted(losses(capsys.readouterr().out)) == [1, 2, 3]
     with pytest.raises(TrainingError, match="learning_rate must be a finite number"):
         tune(sess, tiny_model_dir, steps=3, learning_rate=None, optimizer="adam")
+
+
+def test_the_whole_train_step_with_adafactor_compiles_with_xla():
+    """What a TPUStrategy runs: finetune's step (forward, backward, Adafactor) under XLA,
+    equal to the same step without it."""
+    from gpt2_simple_plus.hparams import hparams_for
+    from gpt2_simple_plus.model import GPT2
+    from gpt2_simple_plus.training import make_train_step
+
+    hp = hparams_for("tiny", n_vocab=50)
+    tokens = tf.constant(np.random.default_rng(0).integers(0, 50, (1, 2, 16)), tf.int32)
+    results = []
+    for jit in (False, True):
+        model = GPT2(hp, seed=0)
+        opt = make_optimizer("adafactor", model.weights, fused=not jit)
+        step = make_train_step(model, opt, jit_compile=jit)
+        losses = [float(step(tokens, tf.constant(1e-2))) for _ in range(3)]
+        results.append((losses, model.numpy_weights()))
+    assert step.experimental_get_compiler_ir(tokens, tf.constant(1e-2))(stage="hlo")
+    (plain, w0), (xla, w1) = results
+    np.testing.assert_allclose(xla, plain, rtol=1e-4)
+    assert plain[2] < plain[0]
+    for n in w0:
+        np.testing.assert_allclose(w1[n], w0[n], rtol=1e-3, atol=5e-5, err_msg=n)
