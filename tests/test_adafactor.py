@@ -253,5 +253,11 @@ def test_the_whole_train_step_with_adafactor_compiles_with_xla():
     (plain, w0), (xla, w1) = results
     np.testing.assert_allclose(xla, plain, rtol=1e-4)
     assert plain[2] < plain[0]
+    # Within 5% of one step (lr 1e-2): XLA orders the sums differently. Not the keys' bias:
+    # its gradient is exactly 0 in exact arithmetic (a shift of every key's score), so both
+    # runs normalise rounding noise to steps of the full size (epsilon1 is 1e-30).
     for n in w0:
-        np.testing.assert_allclose(w1[n], w0[n], rtol=1e-3, atol=5e-5, err_msg=n)
+        if n.endswith("attn/c_attn/b"):
+            e = hp.n_embd
+            w0[n], w1[n] = (np.concatenate([w[:e], w[2 * e:]]) for w in (w0[n], w1[n]))
+        np.testing.assert_allclose(w1[n], w0[n], atol=5e-4, err_msg=n)
