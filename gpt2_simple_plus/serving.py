@@ -917,8 +917,11 @@ def serve(sess=None, *, run_name="run1", checkpoint_dir="checkpoint", model_name
     _require_extra()
     import uvicorn
 
+    from .eager import ensure_eager
     from .generation import load_gpt2
     from .session import start_tf_sess
+
+    ensure_eager()  # a notebook that imported gpt_2_simple first gets eager execution back
 
     api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     if sess is None:
