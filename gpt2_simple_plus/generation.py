@@ -16,53 +16,42 @@ appear, and calling ``generate`` again never grows the graph.
 
 import os
 import sys
-import weakref
 
 from .checkpoints import find_checkpoint, load_model
 from .decoding import Decoder
 from .eager import ensure_eager
 from .encoder import get_encoder
-from .errors import GenerationError, ModelNotFoundError
-from .download import model_folder_name
+from .errors import GenerationError
+from .folders import model_folder
 from .sampling import SamplingConfig
-
-_decoders = weakref.WeakKeyDictionary()  # model -> its compiled Decoder
 
 
 def decoder_for(model, *, jit_compile=True):
-    """The :class:`~gpt2_simple_plus.decoding.Decoder` of ``model``, compiled once and kept.
+    """The :class:`~gpt2_simple_plus.decoding.Decoder` of ``model``, compiled once and kept
+    with the model (so ``finetune``'s samples and ``generate`` share it, and it goes
+    when the model goes).
 
     ``jit_compile=False`` (decided on first use) skips XLA: slower decoding,
-    faster compiling, for tiny models."""
-    decoder = _decoders.get(model)
+    faster compiling, for tiny models.
+
+        >>> from gpt2_simple_plus.hparams import hparams_for
+        >>> from gpt2_simple_plus.model import GPT2
+        >>> model = GPT2(hparams_for("tiny", n_vocab=50))
+        >>> decoder_for(model) is decoder_for(model)
+        True
+    """
+    decoder = getattr(model, "_decoder", None)
     if decoder is None:
-        decoder = _decoders[model] = Decoder(model, jit_compile=jit_compile)
+        decoder = Decoder(model, jit_compile=jit_compile)
+        model._decoder = decoder
     return decoder
 
 
-def model_folder(run_name="run1", checkpoint_dir="checkpoint", model_name=None, model_dir="models"):
-    """Where a model lives: ``models/<model_name>`` if given, else ``checkpoint/<run_name>``.
-
-    Raises :class:`ModelNotFoundError` with the command that fixes it.
-    """
-    if model_name:
-        name = model_folder_name(model_name)
-        folder = os.path.join(model_dir, name)
-        if not os.path.isdir(folder):
-            raise ModelNotFoundError(
-                f"No model {name!r} in {model_dir!r}. Run gpt2.download_gpt2(model_name={name!r}"
-                f"{'' if model_dir == 'models' else f', model_dir={model_dir!r}'}) first.")
-        return folder
-    folder = os.path.join(checkpoint_dir, run_name)
-    if not os.path.isdir(folder):
-        runs = sorted(d for d in os.listdir(checkpoint_dir)
-                      if os.path.isdir(os.path.join(checkpoint_dir, d))) \
-            if os.path.isdir(checkpoint_dir) else []
-        hint = (f"runs found: {', '.join(runs)}" if runs else
-                f"{checkpoint_dir!r} holds no runs: train one with gpt2.finetune(...), or load the "
-                f"pretrained model with load_gpt2(sess, model_name='124M')")
-        raise ModelNotFoundError(f"No run named {run_name!r} in {checkpoint_dir!r}; {hint}.")
-    return folder
+def _session_decoder(sess):
+    """``sess.decoder``, made for the session's model on first use."""
+    if sess.decoder is None or sess.decoder.model is not sess.model:
+        sess.decoder = decoder_for(sess.model)
+    return sess.decoder
 
 
 def load_gpt2(sess, checkpoint="latest", run_name="run1", checkpoint_dir="checkpoint",
@@ -204,7 +193,7 @@ def generate(sess, run_name="run1", checkpoint_dir="checkpoint", model_name=None
     stop_sequences = [encoder.encode(s) for s in stop_strings] + [[i] for i in stop_ids]
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
-    decoder = decoder_for(model)
+    decoder = _session_decoder(sess)
 
     if stream or callback is not None:
         if nsamples > 1 or destination_path:

@@ -32,26 +32,19 @@ from urllib.parse import quote
 
 import numpy as np
 
-from .download import CONVERTED_FILES, Fetcher, _Invalid, check_json, check_not_html, check_text
-from .errors import DownloadError, ModelNotFoundError
-from .hparams import HParams, canonical_model_name
+from .errors import DownloadError
+from .fetch import Fetcher, Invalid, check_json, check_not_html, check_text
+from .files import write_bytes_atomic
+# repo_for and folder_name_for_repo are also read from here by older code.
+from .folders import CONVERTED_FILES, folder_name_for_repo, repo_for  # noqa: F401
+from .hparams import HParams
 
 HF_ENDPOINT = "https://huggingface.co"
 HF_ENDPOINT_ENV = "HF_ENDPOINT"
 HF_FOLDER = "hf"  # raw Hugging Face files while downloading, inside the model folder
-# Models that exist only on Hugging Face, by the short name people use (also their folder).
-HF_MODELS = {"distilgpt2": "distilbert/distilgpt2"}
-# OpenAI's four sizes as published on Hugging Face (used with source="huggingface").
-OPENAI_ON_HF = {
-    "124M": "openai-community/gpt2",
-    "355M": "openai-community/gpt2-medium",
-    "774M": "openai-community/gpt2-large",
-    "1558M": "openai-community/gpt2-xl",
-}
 # GELU variants that are GPT-2's tanh approximation (what model.gelu computes).
 TANH_GELUS = (None, "gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
-_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+")
 _LAYER = re.compile(r"h\.(\d+)\.(ln_1|ln_2|attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)"
                     r"\.(weight|bias)")
 _BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
@@ -59,58 +52,7 @@ _MAX_HEADER = 100 * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------
-# Names
-
-def _check_repo_id(repo, model_name):
-    if not _REPO_ID.fullmatch(repo) or ".." in repo or "--" in repo:
-        raise ModelNotFoundError(
-            f"{model_name!r} does not name a Hugging Face repository: write 'hf:<org>/<repo>', "
-            f"e.g. 'hf:distilbert/distilgpt2'.")
-    return repo
-
-
-def repo_for(model_name, source=None):
-    """The Hugging Face repository for ``model_name``, or ``None`` for an OpenAI-layout model.
-
-        >>> repo_for("distilgpt2")
-        'distilbert/distilgpt2'
-        >>> repo_for("gpt2") is None  # plain "gpt2" is OpenAI's 124M
-        True
-        >>> repo_for("gpt2-medium", source="huggingface")
-        'openai-community/gpt2-medium'
-    """
-    if model_name.startswith("hf:"):
-        return _check_repo_id(model_name[3:], model_name)
-    if source == "openai":
-        return None
-    if model_name in HF_MODELS:
-        return HF_MODELS[model_name]
-    if source != "huggingface":
-        return None
-    name = canonical_model_name(model_name)
-    if name in OPENAI_ON_HF:
-        return OPENAI_ON_HF[name]
-    if "/" in model_name:
-        return _check_repo_id(model_name, model_name)
-    raise ModelNotFoundError(
-        f"No Hugging Face GPT-2 is called {model_name!r}. With source='huggingface' use "
-        f"{', '.join(['gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', *HF_MODELS])} or "
-        f"'<org>/<repo>'.")
-
-
-def folder_name_for_repo(repo):
-    """The model folder for a repository: its short name if it has one, else ``hf-<org>--<repo>``.
-
-        >>> folder_name_for_repo("openai-community/gpt2")
-        'hf-openai-community--gpt2'
-        >>> folder_name_for_repo("distilbert/distilgpt2")
-        'distilgpt2'
-    """
-    for short, known in HF_MODELS.items():
-        if known == repo:
-            return short
-    return "hf-" + repo.replace("/", "--")
-
+# Addresses
 
 def hf_url(endpoint, repo, revision, filename):
     """``{endpoint}/{repo}/resolve/{revision}/{filename}``.
@@ -270,23 +212,23 @@ def check_safetensors(path):
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
-            raise _Invalid("the file is too short to be safetensors")
+            raise Invalid("the file is too short to be safetensors")
         (n,) = struct.unpack("<Q", raw)
         if n > min(_MAX_HEADER, size - 8):
-            raise _Invalid("the file does not start with a safetensors header")
+            raise Invalid("the file does not start with a safetensors header")
         try:
             header = json.loads(f.read(n))
         except (ValueError, UnicodeDecodeError):
-            raise _Invalid("the safetensors header is not valid JSON") from None
+            raise Invalid("the safetensors header is not valid JSON") from None
     if not isinstance(header, dict):
-        raise _Invalid("the safetensors header is not a JSON object")
+        raise Invalid("the safetensors header is not a JSON object")
     try:
         end = max([int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"],
                   default=0)
     except (KeyError, TypeError, ValueError, IndexError):
-        raise _Invalid("the safetensors header lacks data_offsets") from None
+        raise Invalid("the safetensors header lacks data_offsets") from None
     if size != 8 + n + end:
-        raise _Invalid(f"the file has {size} bytes but its header describes {8 + n + end}")
+        raise Invalid(f"the file has {size} bytes but its header describes {8 + n + end}")
 
 
 def _check_config(path):
@@ -295,13 +237,6 @@ def _check_config(path):
 
 # ---------------------------------------------------------------------------
 # Conversion
-
-def _write_atomic(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
 
 def convert_vocab(hf_dir, model_dir, n_vocab):
     """``vocab.json`` -> ``encoder.json`` and ``merges.txt`` -> ``vocab.bpe`` (same formats;
@@ -317,9 +252,9 @@ def convert_vocab(hf_dir, model_dir, n_vocab):
         merges = "#version: 0.2\n" + merges
     if not merges.endswith("\n"):
         merges += "\n"
-    _write_atomic(os.path.join(model_dir, "encoder.json"),
+    write_bytes_atomic(os.path.join(model_dir, "encoder.json"),
                   json.dumps(vocab, ensure_ascii=False).encode("utf-8"))
-    _write_atomic(os.path.join(model_dir, "vocab.bpe"), merges.encode("utf-8"))
+    write_bytes_atomic(os.path.join(model_dir, "vocab.bpe"), merges.encode("utf-8"))
 
 
 def convert_to_openai_layout(hf_dir, model_dir, weight_files=None):
@@ -356,11 +291,11 @@ def _local_weight_files(hf_dir):
 def _shard_names(index):
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
-        raise _Invalid("model.safetensors.index.json has no weight_map")
+        raise Invalid("model.safetensors.index.json has no weight_map")
     shards = sorted(set(weight_map.values()))
     for shard in shards:
         if not isinstance(shard, str) or "/" in shard or "\\" in shard or shard.startswith("."):
-            raise _Invalid(f"model.safetensors.index.json names an odd shard {shard!r}")
+            raise Invalid(f"model.safetensors.index.json names an odd shard {shard!r}")
     return shards
 
 
@@ -390,7 +325,7 @@ def _fetch_weights(fetcher, url):
     with open(index_path, encoding="utf-8") as f:
         try:
             shards = _shard_names(json.load(f))
-        except _Invalid as why:
+        except Invalid as why:
             fetcher.forget(index_rel)
             raise fetcher.error(str(why), url("model.safetensors.index.json")) from None
     return [fetcher.fetch(url(s), f"{HF_FOLDER}/{s}", check_safetensors) for s in shards]

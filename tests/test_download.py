@@ -14,6 +14,7 @@ import pytest
 
 import helpers
 from gpt2_simple_plus import download
+from gpt2_simple_plus import fetch as fetcher_module
 from gpt2_simple_plus.download import (BASE_URL_ENV, OPENAI_FILES, download_gpt2,
                                        is_gpt2_downloaded, model_folder_name)
 from gpt2_simple_plus.errors import DownloadError, ModelNotFoundError
@@ -393,8 +394,8 @@ def test_disk_full(tmp_path, server, release, monkeypatch):
     def full(f, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    real_write = download._write
-    monkeypatch.setattr(download, "_write", full)
+    real_write = fetcher_module._write
+    monkeypatch.setattr(fetcher_module, "_write", full)
     with pytest.raises(DownloadError) as info:
         fetch(tmp_path, server)
     text = str(info.value)
@@ -402,7 +403,7 @@ def test_disk_full(tmp_path, server, release, monkeypatch):
     assert f"{server.url}/models/tiny/checkpoint" in text
     assert "Free some space" in text
     assert not is_gpt2_downloaded(str(tmp_path / "models"), "tiny")
-    monkeypatch.setattr(download, "_write", real_write)
+    monkeypatch.setattr(fetcher_module, "_write", real_write)
     assert_identical(fetch(tmp_path, server), release)
 
 

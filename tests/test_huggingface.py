@@ -321,6 +321,6 @@ def test_truncated_safetensors_is_caught(tmp_path, tiny):
     save_file({"a": np.zeros(10, np.float32)}, str(path))
     huggingface.check_safetensors(str(path))
     path.write_bytes(path.read_bytes()[:-4])
-    from gpt2_simple_plus.download import _Invalid
-    with pytest.raises(_Invalid, match="header describes"):
+    from gpt2_simple_plus.fetch import Invalid
+    with pytest.raises(Invalid, match="header describes"):
         huggingface.check_safetensors(str(path))
