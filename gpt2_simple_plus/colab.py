@@ -75,6 +75,7 @@ import tarfile
 import tempfile
 
 from .errors import CheckpointError, ColabError, ModelNotFoundError
+from .files import atomic_open, copy_file_atomic
 
 DRIVE_ROOT_ENV = "GPT2_SIMPLE_PLUS_DRIVE_ROOT"
 DEFAULT_DRIVE_ROOT = "/content/drive"
@@ -424,29 +425,8 @@ def copy_file_from_gdrive(file_path, drive_folder=None):
 # --- copying --------------------------------------------------------------------------------
 
 
-def _temp_beside(path, suffix=".partial"):
-    """An open temporary file in the folder of ``path`` (so renaming it into place is atomic)."""
-    folder, name = os.path.split(os.path.abspath(path))
-    return tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=suffix)
-
-
 def _atomic_copy(src, dst):
-    fd, tmp = _temp_beside(dst)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        shutil.copymode(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-
-
-def _remove_quietly(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+    copy_file_atomic(src, dst, prefix=".", suffix=".partial")
 
 
 def _copy_tree(src, dst):
@@ -472,18 +452,10 @@ def _copy_tree(src, dst):
 
 def _write_archive(run_dir, prefix, dest):
     """Tar ``run_dir`` as ``prefix/...`` into ``dest``, atomically."""
-    fd, tmp = _temp_beside(dest)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # dereference: links are stored as the files they point to, so the archive stands alone.
-            with tarfile.open(fileobj=f, mode="w", dereference=True) as tar:
-                tar.add(run_dir, arcname=prefix)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
+    with atomic_open(dest, "wb", prefix=".", suffix=".partial") as f:
+        # dereference: links are stored as the files they point to, so the archive stands alone.
+        with tarfile.open(fileobj=f, mode="w", dereference=True) as tar:
+            tar.add(run_dir, arcname=prefix)
 
 
 # --- restoring archives safely --------------------------------------------------------------

@@ -50,6 +50,7 @@ import warnings
 import numpy as np
 
 from .errors import DatasetError, TrainingError
+from .files import atomic_open, atomic_path, write_text_atomic
 
 START_TOKEN = "<|startoftext|>"
 END_TOKEN = "<|endoftext|>"
@@ -324,15 +325,14 @@ def load_dataset(enc, path, combine=50000, *, cache_dir=None, vocab_folder=None,
     raw = npy + ".tmp-raw"
     try:
         n_tokens, bounds = _encode_to_disk(enc, paths, combine, raw, dtype)
-        _raw_to_npy(raw, npy + ".tmp.npy", n_tokens, dtype)
-        os.replace(npy + ".tmp.npy", npy)
+        with atomic_path(npy, suffix=".npy") as tmp:
+            _raw_to_npy(raw, tmp, n_tokens, dtype)
     finally:
-        for leftover in (raw, npy + ".tmp.npy"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
-    with open(meta + ".tmp", "w", encoding="utf-8") as f:
-        json.dump({"bounds": bounds, "files": len(paths), "combine": combine}, f)
-    os.replace(meta + ".tmp", meta)  # written last: marks the cache complete
+        if os.path.exists(raw):
+            os.remove(raw)
+    # written last: marks the cache complete
+    write_text_atomic(meta, json.dumps({"bounds": bounds, "files": len(paths),
+                                        "combine": combine}))
     return _split(np.load(npy, mmap_mode="r"), bounds)
 
 
@@ -500,15 +500,9 @@ def encode_csv(csv_path, out_path="csv_encoded.txt", header=True, start_token=ST
     """
     if not os.path.isfile(csv_path):
         raise DatasetError(f"No such CSV file: {csv_path!r}.")
-    tmp = out_path + ".tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8", errors="ignore") as w:
-            for row in _csv_rows(csv_path, start_token, end_token, header):
-                w.write(row)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_open(out_path, errors="ignore", fsync=False) as w:
+        for row in _csv_rows(csv_path, start_token, end_token, header):
+            w.write(row)
 
 
 # ---------------------------------------------------------------------------

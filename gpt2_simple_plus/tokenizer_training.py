@@ -36,6 +36,7 @@ import time
 
 from .encoder import ENDOFTEXT, bytes_to_unicode
 from .errors import DatasetError, TrainingError
+from .files import write_text_atomic
 
 DEFAULT_VOCAB_SIZE = 4096  # fits a small demo corpus (1-10 MB); GPT-2 itself has 50,257
 DEFAULT_OUT_DIR = os.path.join("models", "custom")
@@ -220,15 +221,7 @@ def _counted(texts, stats):
 
 
 def _write_atomic(path, text):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_text_atomic(path, text, newline="\n")
 
 
 def _print_summary(tokenizer, encoder, merges, vocab_size, min_frequency, out_dir, stats, secs):
