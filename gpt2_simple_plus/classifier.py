@@ -40,15 +40,15 @@ from .eager import ensure_eager
 from .encoder import get_encoder
 from .data import holdout_rows, read_labelled
 from .errors import CheckpointError, DatasetError, ModelNotFoundError, TrainingError
-from .generation import model_folder
+from .files import write_text_atomic
+from .folders import model_folder
 from .optimizers import make_optimizer
+from .padding import length_bucket, pad_right
 from .run import Run
-from .teaching import length_bucket
 
 LABELS_FILE = "labels.json"
 HEAD = "classifier/score"
 MAX_LENGTH = "classifier/max_length"
-STATE_KEY = "classifier"  # where the session keeps its classifier (in sess.compiled)
 
 
 class Classifier:
@@ -89,16 +89,6 @@ def _encode(encoder, texts, max_length):
     return [encoder.encode(t)[:max_length] or [encoder.eot_token] for t in texts]
 
 
-def _pad(rows, height, width, pad_id):
-    """Right-pad ``rows`` into ``[height, width]`` token ids and their ``lengths``."""
-    tokens = np.full((height, width), pad_id, np.int32)
-    lengths = np.ones((height,), np.int32)
-    for r, ids in enumerate(rows):
-        tokens[r, :len(ids)] = ids
-        lengths[r] = len(ids)
-    return tokens, lengths
-
-
 def _batches(rows, batch_size, max_length, pad_id):
     """Fixed-size, right-padded batches of ``rows`` in order: ``(tokens, lengths, count)``.
     Heights are powers of two up to ``batch_size``; widths are bucketed lengths."""
@@ -106,7 +96,7 @@ def _batches(rows, batch_size, max_length, pad_id):
         chunk = rows[at:at + batch_size]
         height = min(length_bucket(len(chunk), batch_size, smallest=1), batch_size)
         width = length_bucket(max(len(r) for r in chunk), max_length)
-        tokens, lengths = _pad(chunk, height, width, pad_id)
+        tokens, lengths = pad_right(chunk, height, width, pad_id)
         yield tokens, lengths, len(chunk)
 
 
@@ -221,7 +211,7 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
         clf = Classifier(head, labels, max_length, run_name, run_dir)
         sess.set_model(model, encoder, source, None, run_name)
     clf.max_length, clf.run_name, clf.run_dir = max_length, run_name, run_dir
-    sess.compiled[STATE_KEY] = clf
+    sess.classifier = clf
     os.makedirs(run_dir, exist_ok=True)
     _write_labels(run_dir, labels)
 
@@ -239,7 +229,7 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
         del epochs[:batch_size]
         rows = [train_rows[i] for i in picked]
         width = length_bucket(max(len(r) for r in rows), max_length)
-        tokens, lengths = _pad(rows, batch_size, width, pad_id)
+        tokens, lengths = pad_right(rows, batch_size, width, pad_id)
         return tokens, lengths, train_y[picked]
 
     def evaluate():
@@ -298,11 +288,8 @@ def _train_step(model, head, opt, variables):
 
 
 def _write_labels(run_dir, labels):
-    path = os.path.join(run_dir, LABELS_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(list(labels), f, ensure_ascii=False, indent=1)
-    os.replace(tmp, path)
+    write_text_atomic(os.path.join(run_dir, LABELS_FILE),
+                      json.dumps(list(labels), ensure_ascii=False, indent=1))
 
 
 # ---------------------------------------------------------------------------
@@ -349,7 +336,7 @@ def load_classifier(sess, run_name="classifier", checkpoint_dir="checkpoint", ch
     max_length = int(state.get(MAX_LENGTH, model.hparams.n_ctx))
     sess.set_model(model, get_encoder(run_dir), run_dir, prefix, run_name)
     clf = Classifier(tf.Variable(head, name=HEAD), labels, max_length, run_name, run_dir)
-    sess.compiled[STATE_KEY] = clf
+    sess.classifier = clf
     return clf
 
 
@@ -373,7 +360,7 @@ def classify(sess, texts, run_name=None, checkpoint_dir="checkpoint", batch_size
         (True, ['n', 'y'])
     """
     ensure_eager()
-    clf = sess.compiled.get(STATE_KEY) if sess is not None else None
+    clf = sess.classifier if sess is not None else None
     if run_name is not None and (clf is None or clf.run_dir != os.path.join(checkpoint_dir,
                                                                             run_name)):
         clf = load_classifier(sess, run_name, checkpoint_dir)

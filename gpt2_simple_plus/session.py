@@ -2,8 +2,8 @@
 
 gpt-2-simple's session was a ``tf.compat.v1.Session`` over one global graph,
 so a second model needed a restart. Here a session is a plain object holding
-what is loaded into it (model, encoder, compiled functions); any number can
-live side by side, and dropping one frees its memory.
+what is loaded into it (model, encoder, the compiled decoder, a classifier);
+any number can live side by side, and dropping one frees its memory.
 
     >>> import gpt2_simple_plus as gpt2
     >>> sess = gpt2.start_tf_sess()
@@ -20,10 +20,18 @@ from .eager import ensure_eager
 
 
 class Session:
-    """What is loaded: ``model`` (a :class:`~gpt2_simple_plus.model.GPT2`), its
-    ``encoder``, the folder its ``hparams.json``/``encoder.json`` came from
-    (``model_path``), the checkpoint prefix it was read from, and a cache of
-    compiled functions keyed by shape (owned by the modules that compile them)."""
+    """What is loaded, one named field each:
+
+    * ``model``: a :class:`~gpt2_simple_plus.model.GPT2` (or ``None``), and its
+      ``encoder``; ``model_path``, the folder its ``hparams.json``/``encoder.json``
+      came from; ``checkpoint``, the prefix it was read from; ``run_name``.
+    * ``decoder``: the model's compiled decode loop
+      (:class:`~gpt2_simple_plus.decoding.Decoder`), made by the first ``generate``.
+    * ``classifier``: the classifier head trained or loaded into this session.
+    * ``scorer``: the compiled functions of ``score``/``next_token_probabilities``.
+
+    Loading another model empties the last three: they belong to the old model.
+    """
 
     def __init__(self, threads=-1, server=None):
         self.threads = threads
@@ -33,20 +41,24 @@ class Session:
         self.model_path = None
         self.checkpoint = None
         self.run_name = None
-        self.compiled = {}
+        self.decoder = None
+        self.classifier = None
+        self.scorer = None
 
     @property
     def hparams(self):
         return None if self.model is None else self.model.hparams
 
     def set_model(self, model, encoder, model_path, checkpoint=None, run_name=None):
-        """Make ``model`` the session's model; compiled functions of the old one are dropped."""
+        """Make ``model`` the session's model; what was compiled for the old one is dropped."""
         self.model = model
         self.encoder = encoder
         self.model_path = model_path
         self.checkpoint = checkpoint
         self.run_name = run_name
-        self.compiled = {}
+        self.decoder = None
+        self.classifier = None
+        self.scorer = None
 
     def close(self):
         """Release the model and everything compiled for it."""

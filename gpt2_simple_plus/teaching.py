@@ -40,9 +40,9 @@ import tensorflow as tf
 
 from .eager import ensure_eager
 from .errors import GenerationError, ModelNotFoundError
+from .padding import length_bucket, pad_right
 
 TOKENS_PER_CALL = 2048  # rows x length of one compiled call: bounds the [rows, len, vocab] logits
-SMALLEST_BUCKET = 16  # padded lengths are 16, 32, 64 ... up to the context
 LOAD_HINT = "load a model first: gpt2.load_gpt2(sess, model_name='124M')"
 
 
@@ -228,7 +228,7 @@ def next_token_probabilities(sess, prefix, top_k=10, temperature=1.0):
     _check_texts(prefixes, "next_token_probabilities")
     n_ctx = model.hparams.n_ctx
     rows = [([encoder.eot_token] + encoder.encode(p))[-n_ctx:] for p in prefixes]
-    logits = _run_rows(sess, "teaching.next_logits", _build_next_logits, rows, n_ctx)
+    logits = _run_rows(_scorer(sess).next_logits, rows, n_ctx)
     tables = []
     for p, row_logits in zip(prefixes, logits):
         probs = _softmax(row_logits, temperature)
@@ -355,7 +355,7 @@ def score(sess, texts, *, context=None, stride=None):
         for begin, end, first in sliding_windows(len(seq) - 1, context, stride):
             rows.append(seq[begin:end + 1])  # inputs seq[begin:end], targets seq[begin+1:end+1]
             placements.append((n, first - 1, first - begin - 1, end - begin))
-    results = _run_rows(sess, "teaching.token_logprobs", _build_token_logprobs, rows, context,
+    results = _run_rows(_scorer(sess).token_logprobs, rows, context,
                         targets=True)
     logprobs = [np.zeros(len(t)) for t in ids]
     for (n, at, lo, hi), row in zip(placements, results):
@@ -433,19 +433,24 @@ def _build_next_logits(model):
     return tf.function(next_logits)
 
 
-def length_bucket(n, limit, smallest=SMALLEST_BUCKET):
-    """``n`` rounded up to a power of two (at least ``smallest``), capped at ``limit``.
+class Scorer:
+    """The compiled functions of one model's scoring (a session keeps it as ``scorer``).
 
-        >>> length_bucket(5, 1024), length_bucket(100, 1024), length_bucket(700, 1024)
-        (16, 128, 1024)
-    """
-    bucket = smallest
-    while bucket < n:
-        bucket *= 2
-    return min(bucket, limit)
+    Each is traced once per padded shape and kept, so calling again never retraces."""
+
+    def __init__(self, model):
+        self.model = model
+        self.token_logprobs = _build_token_logprobs(model)
+        self.next_logits = _build_next_logits(model)
 
 
-def _run_rows(sess, name, build, rows, limit, targets=False):
+def _scorer(sess):
+    if sess.scorer is None or sess.scorer.model is not sess.model:
+        sess.scorer = Scorer(sess.model)
+    return sess.scorer
+
+
+def _run_rows(fn, rows, limit, targets=False):
     """Run a compiled function over ragged rows of token ids, a few padded batches at a time.
 
     Rows are sorted by length and cut into batches of at most
@@ -454,9 +459,6 @@ def _run_rows(sess, name, build, rows, limit, targets=False):
     their next tokens (one more than the inputs) and the function returns a
     value per input position; otherwise it returns one vector per row.
     """
-    fn = sess.compiled.get(name)
-    if fn is None:
-        fn = sess.compiled[name] = build(sess.model)
     lengths = [len(r) - 1 if targets else len(r) for r in rows]
     order = sorted(range(len(rows)), key=lambda i: -lengths[i])
     out = [None] * len(rows)
@@ -466,15 +468,9 @@ def _run_rows(sess, name, build, rows, limit, targets=False):
         most = max(1, TOKENS_PER_CALL // width)
         chunk = order[at:at + most]
         height = min(length_bucket(len(chunk), most, smallest=1), most)
-        tokens = np.zeros((height, width), np.int32)
-        nexts = np.zeros((height, width), np.int32)
-        lens = np.ones((height,), np.int32)
-        for r, i in enumerate(chunk):
-            n = lengths[i]
-            tokens[r, :n] = rows[i][:n]
-            lens[r] = n
-            if targets:
-                nexts[r, :n] = rows[i][1:n + 1]
+        tokens, lens = pad_right([rows[i][:lengths[i]] for i in chunk], height, width, 0)
+        if targets:
+            nexts, _ = pad_right([rows[i][1:lengths[i] + 1] for i in chunk], height, width, 0)
         result = fn(tokens, nexts) if targets else fn(tokens, lens)
         result = result.numpy()
         for r, i in enumerate(chunk):

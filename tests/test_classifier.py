@@ -86,7 +86,7 @@ def test_learns_keywords_well_above_chance(trained):
 
 def test_train_step_is_traced_once_per_length_bucket(trained):
     sess, *_ = trained
-    traces = sess.compiled["classifier"].train_traces
+    traces = sess.classifier.train_traces
     assert 1 <= traces <= 3  # lengths 16, 32, 64 at most; not one per step (120 steps)
 
 

@@ -22,7 +22,6 @@ import tensorflow as tf
 
 import gpt2_simple_plus as gpt2
 import helpers
-from gpt2_simple_plus import generation
 from gpt2_simple_plus.decoding import Decoder
 from gpt2_simple_plus.encoder import get_encoder
 from gpt2_simple_plus.generation import decoder_for
@@ -45,8 +44,8 @@ def fake_session(encoder, folder, text=TEXT, **fake_args):
     faster); generate() over XLA is tested with the tiny GPT-2 below."""
     sess = gpt2.start_tf_sess()
     fake = FakeModel(encoder.encode(text), encoder.n_vocab, **fake_args)
-    generation._decoders[fake] = Decoder(fake, jit_compile=False)
     sess.set_model(fake, encoder, folder)
+    sess.decoder = Decoder(fake, jit_compile=False)
     return sess
 
 

@@ -186,11 +186,12 @@ def test_batches_equal_singles(sess):
 
 
 def test_repeated_calls_do_not_retrace(sess):
-    sess.compiled.clear()
+    sess.scorer = None
 
     def traces():
-        return {k: f.experimental_get_tracing_count() for k, f in sess.compiled.items()
-                if k.startswith("teaching.")}
+        return {f"teaching.{k}": getattr(sess.scorer, k).experimental_get_tracing_count()
+                for k in ("token_logprobs", "next_logits")
+                if getattr(sess.scorer, k).experimental_get_tracing_count()}
 
     # Short texts (< 16 tokens) all pad to one bucket: [2 rows, 16 tokens].
     gpt2.score(sess, ["the hat", "on the mat"])
