@@ -23,12 +23,13 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from .model import dynamic_update_slice
+from .model import update_slice
+from .padding import pad_left, round_up
 from .sampling import next_token
 
 PROMPT_BUCKET = 16  # prompt lengths are rounded up to a multiple of this
 # Cache lengths are rounded up to a multiple of this; attention reads the whole
-# cache each step, and 32 measured faster than 64 at batch 8.
+# cache each step, so a smaller bucket wastes less of it (benchmarks/generate.py).
 CACHE_BUCKET = 32
 
 
@@ -50,18 +51,72 @@ def _named(fn):
     return fn
 
 
-def round_up(n, multiple):
-    return -(-n // multiple) * multiple
+def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on_trace=None):
+    """The decode loop: a function that samples up to ``out_len`` tokens after a
+    prefilled cache, each step drawing a token with :func:`~gpt2_simple_plus.sampling.next_token`
+    and running the model on it. :class:`Decoder` compiles it; the SavedModel of
+    :mod:`~gpt2_simple_plus.export` traces the same function (``portable=True``:
+    core TensorFlow ops only, see :func:`~gpt2_simple_plus.model.update_slice`).
+
+    ``loop(cache, logits, pos, pad, seen, steps, seed, step0, temperature, top_k,
+    top_p, penalty, stops, done)`` returns ``(cache, logits, out, i, done, seen)``:
+    ``out`` holds ``[batch, out_len]`` new ids (``-2`` past ``i``, the steps
+    taken). Step ``i`` draws with seed ``seed + [0, step0 + i]``; ``stops`` are the
+    stop sequences (see :func:`_stop_tensor`), and a row is ``done`` once one ended.
+    """
+    penalize = config.repetition_penalty != 1.0
+    n_stop, stop_width = stop_shape
+    margin = max(stop_width - 1, 0)  # room before the output so a stop window never underflows
+    portable_arg = {"portable": True} if portable else {}  # test models need not take it
+
+    def loop(cache, logits, pos, pad, seen, steps, seed, step0, temperature, top_k, top_p,
+             penalty, stops, done):
+        if on_trace is not None:
+            on_trace()
+        batch = logits.shape[0]  # static in the Decoder: each batch size has its own loop
+        if batch is None:
+            batch = tf.shape(logits)[0]
+        out = tf.fill([batch, out_len + margin], tf.constant(-2, tf.int32))
+
+        def cond(i, cache, logits, out, done, seen):
+            go = i < steps
+            if n_stop:
+                go = tf.logical_and(go, tf.logical_not(tf.reduce_all(done)))
+            return go
+
+        def body(i, cache, logits, out, done, seen):
+            token = next_token(logits, config, seed=seed + tf.stack([0, step0 + i]),
+                               temperature=temperature, top_k=top_k, top_p=top_p,
+                               penalty=penalty, seen=seen)
+            out = update_slice(out, token[:, None], margin + i, axis=1, portable=portable)
+            if n_stop:
+                window = tf.slice(out, [0, i], [batch, stop_width])  # the last stop_width tokens
+                hit = tf.logical_or(stops[None] < 0, window[:, None, :] == stops[None])
+                done = tf.logical_or(done, tf.reduce_any(tf.reduce_all(hit, -1), -1))
+            if penalize:
+                seen = tf.logical_or(seen, tf.one_hot(token, tf.shape(seen)[1], on_value=True,
+                                                      off_value=False))
+            h, cache = model.forward(token[:, None], cache=cache, pos=pos + i, pad=pad,
+                                     **portable_arg)
+            return i + 1, cache, model.logits(h)[:, 0], out, done, seen
+
+        i, cache, logits, out, done, seen = tf.while_loop(
+            cond, body, [tf.constant(0), cache, logits, out, done, seen],
+            maximum_iterations=out_len)
+        return cache, logits, out[:, margin:], i, done, seen
+
+    return loop
 
 
-def _update(buffer, values, index):
-    """``buffer[:, index:index+n] = values`` without a copy under XLA."""
-    zero = tf.constant(0, tf.int32)
-    if dynamic_update_slice is not None:
-        return dynamic_update_slice(buffer, values, [zero, tf.cast(index, tf.int32)])
-    cols = tf.range(tf.shape(values)[1]) + index
-    return tf.transpose(tf.tensor_scatter_nd_update(
-        tf.transpose(buffer), cols[:, None], tf.transpose(values)))
+def batch_seed(seed, index):
+    """The seed of batch ``index`` of a ``generate`` call with ``seed``, in 0 .. 2**31 - 1:
+    the same arithmetic on Python ints and on int64 tensors (the SavedModel's seed input;
+    a floored modulo, which TFLite runs, rather than a bitwise and).
+
+        >>> batch_seed(1, 0), batch_seed(1, 1), batch_seed(-1, 0)
+        (1000003, 1000004, 2146483645)
+    """
+    return (seed * 1_000_003 + index) % 0x80000000
 
 
 class Decoder:
@@ -95,48 +150,13 @@ class Decoder:
         key = (batch, cache_len, out_len, config.compile_key(), stop_shape)
         if key not in self._loops:
             self._loops[key] = tf.function(
-                _named(self._make_loop(out_len, config, stop_shape)),
+                _named(decode_loop(self.model, out_len, config, stop_shape,
+                                   on_trace=self._count_trace)),
                 jit_compile=self.jit_compile, autograph=False)
         return self._loops[key]
 
-    def _make_loop(self, out_len, config, stop_shape):
-        model = self.model
-        penalize = config.repetition_penalty != 1.0
-        n_stop, stop_width = stop_shape
-        margin = max(stop_width - 1, 0)  # room before the output so a stop window never underflows
-
-        def loop(cache, logits, pos, pad, seen, steps, seed, step0, temperature, top_p, penalty,
-                 stops, done):
-            self.traces += 1
-            batch = logits.shape[0]  # static: each batch size has its own loop
-            out = tf.fill([batch, out_len + margin], tf.constant(-2, tf.int32))
-
-            def cond(i, cache, logits, out, done, seen):
-                go = i < steps
-                if n_stop:
-                    go = tf.logical_and(go, tf.logical_not(tf.reduce_all(done)))
-                return go
-
-            def body(i, cache, logits, out, done, seen):
-                token = next_token(logits, config, seed=seed + tf.stack([0, step0 + i]),
-                                   temperature=temperature, top_p=top_p, penalty=penalty, seen=seen)
-                out = _update(out, token[:, None], margin + i)
-                if n_stop:
-                    window = tf.slice(out, [0, i], [batch, stop_width])  # the last stop_width tokens
-                    hit = tf.logical_or(stops[None] < 0, window[:, None, :] == stops[None])
-                    done = tf.logical_or(done, tf.reduce_any(tf.reduce_all(hit, -1), -1))
-                if penalize:
-                    seen = tf.logical_or(seen, tf.one_hot(token, tf.shape(seen)[1], on_value=True,
-                                                          off_value=False))
-                h, cache = model.forward(token[:, None], cache=cache, pos=pos + i, pad=pad)
-                return i + 1, cache, model.logits(h)[:, 0], out, done, seen
-
-            i, cache, logits, out, done, seen = tf.while_loop(
-                cond, body, [tf.constant(0), cache, logits, out, done, seen],
-                maximum_iterations=out_len)
-            return cache, logits, out[:, margin:], i, done, seen
-
-        return loop
+    def _count_trace(self):
+        self.traces += 1
 
     # -- driving it --------------------------------------------------------
 
@@ -187,11 +207,7 @@ class Decoder:
             context = [c[-prompt_len:] for c in context]
             cache_len = min(round_up(prompt_len + room, CACHE_BUCKET), n_ctx)
             span = cache_len - prompt_len  # tokens this window can hold
-            prompt = np.zeros([batch, prompt_len], np.int32)
-            pad = np.zeros([batch], np.int32)
-            for r, c in enumerate(context):
-                pad[r] = prompt_len - len(c)
-                prompt[r, pad[r]:] = c
+            prompt, pad = pad_left(context, prompt_len)
             cache, logits = self.prefill_fn(batch, prompt_len, cache_len)(prompt, pad)
             seen = self._seen(config, histories, logits)
             out_len = min(chunk or span, span)
@@ -202,7 +218,7 @@ class Decoder:
                 cache, logits, out, n, _, seen = loop(
                     cache, logits, tf.constant(pos, tf.int32), pad, seen, tf.constant(steps),
                     seed, tf.constant(step), tf.constant(config.temperature or 1.0, tf.float32),
-                    tf.constant(config.top_p, tf.float32),
+                    tf.constant(config.top_k, tf.int32), tf.constant(config.top_p, tf.float32),
                     tf.constant(config.repetition_penalty, tf.float32), stops,
                     tf.constant(finished))  # rows stopped in an earlier call count as done
                 n = int(n)

@@ -14,9 +14,11 @@ being the version folder it expects):
   length), ``length`` (int32: how many tokens to add), ``temperature``
   (float32; 0 is greedy), ``top_k`` (int32; 0 is off), ``top_p`` (float32;
   0 is off, otherwise it overrides ``top_k``) and ``seed`` (int32) ->
-  ``tokens`` (int32 ``[batch, length]``). The loop is a ``tf.while_loop``
-  over a key/value cache, inside the graph; the random draws are stateless
-  and seeded, so the same inputs give the same tokens.
+  ``tokens`` (int32 ``[batch, length]``). The loop is ``generate()``'s own
+  (:func:`~gpt2_simple_plus.decoding.decode_loop`, a ``tf.while_loop`` over a
+  key/value cache) with the same sampling rules and the same seeded draws, so
+  the same prompt, settings and seed give the same tokens as
+  ``gpt2.generate(sess, ..., seed=seed)``.
 
 The vocabulary (``encoder.json``, ``vocab.bpe``), ``hparams.json`` and an
 ``export.json`` (vocabulary size, context, ``<|endoftext|>`` id, signatures)
@@ -31,7 +33,6 @@ and decode text. Loading needs TensorFlow only::
     out["tokens"]   # int32 [1, 20]
 """
 
-import contextlib
 import json
 import os
 import shutil
@@ -39,58 +40,19 @@ import tempfile
 
 import tensorflow as tf
 
-from . import model as model_module
 from .checkpoints import load_model
+from .decoding import batch_seed, decode_loop
 from .eager import ensure_eager
 from .errors import GenerationError, ModelNotFoundError
-from .generation import model_folder
+from .folders import model_folder
 from .hparams import save_hparams
+from .sampling import SamplingConfig
 
-NEG_INF = -1e10  # what gpt-2-simple writes into masked-out logits
 VOCAB_FILES = ("encoder.json", "vocab.bpe")
 EXPORT_FORMATS = ("saved_model", "transformers")
+# The sampling rule of the generate signature: chosen in the graph from its inputs.
+RUNTIME_RULE = SamplingConfig(runtime=True)
 
-
-# ---------------------------------------------------------------------------
-# Sampling rules with run-time settings (gpt-2-simple's definitions).
-
-def top_k_logits(logits, k):
-    """Keep each row's ``k`` largest logits; ``k = 0`` keeps all. ``k`` may be a tensor."""
-    k = tf.minimum(k, tf.shape(logits)[-1])
-
-    def cut():
-        kth = tf.math.top_k(logits, k=k).values[:, -1:]
-        return tf.where(logits < kth, NEG_INF, logits)
-
-    return tf.cond(k > 0, cut, lambda: logits)
-
-
-def top_p_logits(logits, p):
-    """Nucleus filtering as gpt-2-simple: keep the most likely tokens whose
-    probabilities summed before them are below ``p`` (always at least one)."""
-    sorted_logits = tf.sort(logits, direction="DESCENDING", axis=-1)
-    before = tf.cumsum(tf.nn.softmax(sorted_logits, axis=-1), axis=-1, exclusive=True)
-    cutoff = tf.reduce_min(tf.where(before < p, sorted_logits, 1000.0), axis=-1, keepdims=True)
-    return tf.where(logits < cutoff, NEG_INF, logits)
-
-
-def pick_next(logits, temperature, top_k, top_p, seed):
-    """One token per row: greedy when ``temperature`` is 0, else a seeded draw
-    from ``softmax(logits / temperature)`` after top-p (if > 0) or top-k."""
-
-    def sample():
-        scaled = logits / temperature
-        kept = tf.cond(top_p > 0, lambda: top_p_logits(scaled, top_p),
-                       lambda: top_k_logits(scaled, top_k))
-        return tf.random.stateless_categorical(kept, 1, seed, dtype=tf.int32)[:, 0]
-
-    def greedy():
-        return tf.argmax(logits, axis=-1, output_type=tf.int32)
-
-    return tf.cond(temperature > 0, sample, greedy)
-
-
-# ---------------------------------------------------------------------------
 
 class ServingGPT2(tf.Module):
     """GPT-2's variables and the serving functions, as saved in the SavedModel."""
@@ -117,7 +79,8 @@ class ServingGPT2(tf.Module):
         tf.TensorSpec([], tf.int32, name="seed"),
     ], autograph=False)
     def generate(self, tokens, length, temperature, top_k, top_p, seed):
-        """``length`` new tokens after each prompt: ``[batch, length]``."""
+        """``length`` new tokens after each prompt: ``[batch, length]``, as ``generate()``
+        draws them for ``seed``."""
         model = self.model
         batch, prompt = tf.shape(tokens)[0], tf.shape(tokens)[1]
         checks = [
@@ -133,33 +96,17 @@ class ServingGPT2(tf.Module):
         hp = model.hparams
         layer_shape = tf.TensorShape([2, None, hp.n_head, None, hp.head_size])
         cache = [tf.ensure_shape(c, layer_shape) for c in model.empty_cache(batch, total)]
-        h, cache = model.forward(tokens, cache=cache, pos=0)
+        h, cache = model.forward(tokens, cache=cache, pos=0, portable=True)
         logits = model.logits(h[:, -1:])[:, 0]
-        out = tf.zeros([length, batch], tf.int32)
-
-        def body(i, logits, cache, out):
-            token = pick_next(logits, temperature, top_k, top_p, tf.stack([seed, i]))
-            out = tf.tensor_scatter_nd_update(out, [[i]], token[None])
-            h, cache = model.forward(token[:, None], cache=cache, pos=prompt + i)
-            return i + 1, model.logits(h)[:, 0], cache, out
-
-        _, _, _, out = tf.while_loop(
-            lambda i, *_: i < length, body, (tf.constant(0), logits, cache, out),
-            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None]),
-                              [layer_shape] * len(cache), tf.TensorShape([None, None])))
-        return {"tokens": tf.transpose(out)}
-
-
-@contextlib.contextmanager
-def _portable_ops():
-    """Trace the cache writes with core ops (``TensorScatterUpdate``) instead of
-    XLA's ``XlaDynamicUpdateSlice``, which servers without XLA kernels cannot run."""
-    saved = model_module.dynamic_update_slice
-    model_module.dynamic_update_slice = None
-    try:
-        yield
-    finally:
-        model_module.dynamic_update_slice = saved
+        loop = decode_loop(model, length, RUNTIME_RULE, portable=True)
+        seed = tf.cast(batch_seed(tf.cast(seed, tf.int64), 0), tf.int32)
+        _, _, out, _, _, _ = loop(
+            cache, logits, pos=prompt, pad=tf.zeros([batch], tf.int32),
+            seen=tf.zeros([batch, 1], tf.bool), steps=length, seed=tf.stack([seed, 0]),
+            step0=tf.constant(0), temperature=temperature, top_k=top_k, top_p=top_p,
+            penalty=tf.constant(1.0), stops=tf.zeros([0, 1], tf.int32),
+            done=tf.zeros([batch], tf.bool))
+        return {"tokens": out}
 
 
 def export_model(sess, path, run_name=None, checkpoint_dir="checkpoint", model_name=None,
@@ -175,16 +122,16 @@ def export_model(sess, path, run_name=None, checkpoint_dir="checkpoint", model_n
 
     ``tflite=True`` also writes ``model.tflite`` with both signatures, for
     phones and other small devices. ``logits`` converts to TFLite's
-    built-in ops; ``generate`` needs one TensorFlow op TFLite lacks
-    (``StatelessMultinomial``, the seeded draw), so the file is converted with
+    built-in ops; ``generate`` needs a few TensorFlow ops TFLite's built-ins
+    lack (in the sampling rules and the loop), so the file is converted with
     ``SELECT_TF_OPS`` and runs where the Flex delegate is linked (the
     ``tensorflow`` pip package's interpreter has it; a bare LiteRT runtime
     needs the ``tensorflow-lite-select-tf-ops`` library). The 774M and 1558M
     models exceed TFLite's 2 GB file limit.
 
         >>> import tempfile
-        >>> from gpt2_simple_plus.teaching import _example_session
-        >>> sess = _example_session()                      # normally load_gpt2(sess, ...)
+        >>> from gpt2_simple_plus._examples import example_session
+        >>> sess = example_session()                      # normally load_gpt2(sess, ...)
         >>> path = export_model(sess, tempfile.mkdtemp() + "/gpt2/1")
         >>> sorted(os.listdir(os.path.join(path, "assets")))
         ['encoder.json', 'export.json', 'hparams.json', 'vocab.bpe']
@@ -249,11 +196,10 @@ def export_model(sess, path, run_name=None, checkpoint_dir="checkpoint", model_n
             json.dump(info, f, indent=1)
         module.assets = {name: tf.saved_model.Asset(os.path.join(staging, name))
                          for name in VOCAB_FILES + ("hparams.json", "export.json")}
-        with _portable_ops():  # saving traces the functions again: keep the patch on
-            logits = module.logits.get_concrete_function()
-            tf.saved_model.save(module, path, signatures={
-                "serving_default": logits, "logits": logits,
-                "generate": module.generate.get_concrete_function()})
+        logits = module.logits.get_concrete_function()
+        tf.saved_model.save(module, path, signatures={
+            "serving_default": logits, "logits": logits,
+            "generate": module.generate.get_concrete_function()})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if tflite:

@@ -18,7 +18,7 @@ import os
 import sys
 
 from .checkpoints import find_checkpoint, load_model
-from .decoding import Decoder
+from .decoding import Decoder, batch_seed
 from .eager import ensure_eager
 from .encoder import get_encoder
 from .errors import GenerationError
@@ -136,7 +136,7 @@ def _sampling_config(temperature, top_k, top_p, repetition_penalty):
 
 
 def _batch_seed(seed, index):
-    return (int(seed) * 1_000_003 + index) & 0x7FFFFFFF
+    return batch_seed(int(seed), index)
 
 
 def _text_of(encoder, context, new, prefix_text, include_prefix, stops):

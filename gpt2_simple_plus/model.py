@@ -32,6 +32,33 @@ except ImportError:  # pragma: no cover - depends on the TensorFlow build
     dynamic_update_slice = None
 
 
+def update_slice(buffer, values, index, *, axis, portable=False):
+    """``buffer`` with ``values`` written from ``index`` along ``axis`` (and from 0 along
+    the others): XLA's in-place ``XlaDynamicUpdateSlice``, or with ``portable=True``
+    core TensorFlow's ``TensorScatterUpdate``, which runtimes without XLA kernels
+    (TensorFlow Serving, TFLite) can run.
+
+        >>> buf = tf.zeros([1, 4], tf.int32)
+        >>> update_slice(buf, tf.constant([[7, 8]]), 1, axis=1).numpy().tolist()
+        [[0, 7, 8, 0]]
+        >>> update_slice(buf, tf.constant([[7, 8]]), 1, axis=1, portable=True).numpy().tolist()
+        [[0, 7, 8, 0]]
+    """
+    index = tf.cast(index, tf.int32)
+    values = tf.cast(values, buffer.dtype)
+    rank = len(buffer.shape)
+    if dynamic_update_slice is not None and not portable:
+        zero = tf.constant(0, tf.int32)
+        return dynamic_update_slice(buffer, values, [index if i == axis else zero
+                                                     for i in range(rank)])
+    perm = [axis] + [i for i in range(rank) if i != axis]  # the written axis first
+    back = sorted(range(rank), key=perm.__getitem__)
+    rows = tf.range(tf.shape(values)[axis]) + index
+    updated = tf.tensor_scatter_nd_update(tf.transpose(buffer, perm), rows[:, None],
+                                          tf.transpose(values, perm))
+    return tf.transpose(updated, back)
+
+
 def variable_shapes(hparams):
     """Every variable of a GPT-2 checkpoint, in OpenAI's order: ``{name: shape}``.
 
@@ -158,7 +185,7 @@ def multihead_attn(q, k, v, mask):
     return tf.matmul(tf.cast(w, v.dtype), v)
 
 
-# Query block of :func:`causal_attn`; 256 measured fastest for training at 1024 tokens.
+# Query block of :func:`causal_attn`, chosen with benchmarks/finetune.py at 1024 tokens.
 ATTN_BLOCK = 256
 
 
@@ -188,25 +215,18 @@ def causal_attn(q, k, v, block=None):
     return tf.concat(out, axis=2) if len(out) > 1 else out[0]
 
 
-def write_cache(cache, kv, pos):
-    """Store ``kv`` ``[2, batch, heads, n, d]`` into ``cache`` at sequence position ``pos``, in place."""
-    pos = tf.cast(pos, tf.int32)
-    if dynamic_update_slice is not None:
-        zero = tf.constant(0, tf.int32)
-        return dynamic_update_slice(cache, tf.cast(kv, cache.dtype), [zero, zero, zero, pos, zero])
-    n = tf.shape(kv)[3]
-    idx = tf.range(n) + pos
-    updated = tf.tensor_scatter_nd_update(
-        tf.transpose(cache, [3, 0, 1, 2, 4]), idx[:, None], tf.transpose(kv, [3, 0, 1, 2, 4]))
-    return tf.transpose(updated, [1, 2, 3, 0, 4])
+def write_cache(cache, kv, pos, *, portable=False):
+    """Store ``kv`` ``[2, batch, heads, n, d]`` into ``cache`` at sequence position ``pos``,
+    in place (``portable``: see :func:`update_slice`)."""
+    return update_slice(cache, kv, pos, axis=3, portable=portable)
 
 
-def attn(x, w, prefix, *, n_head, cache, pos, pad):
+def attn(x, w, prefix, *, n_head, cache, pos, pad, portable=False):
     """Causal self-attention; returns the output and the updated layer cache."""
     c = conv1d(x, w[prefix + "c_attn/w"], w[prefix + "c_attn/b"])
     q, k, v = (split_heads(t, n_head) for t in tf.split(c, 3, axis=2))
     if cache is not None:
-        cache = write_cache(cache, tf.stack([k, v]), pos)
+        cache = write_cache(cache, tf.stack([k, v]), pos, portable=portable)
         k, v = cache[0], cache[1]
         a = multihead_attn(q, k, v, attention_mask(tf.shape(q)[2], tf.shape(k)[2], pos, pad))
     elif pad is None and q.shape[2] is not None:  # training: a whole, unpadded sequence
@@ -222,10 +242,10 @@ def mlp(x, w, prefix):
     return conv1d(h, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"])
 
 
-def block(x, w, prefix, *, n_head, cache=None, pos=0, pad=None):
+def block(x, w, prefix, *, n_head, cache=None, pos=0, pad=None, portable=False):
     """One transformer block: pre-norm attention then pre-norm MLP, both residual."""
     a, cache = attn(norm(x, w[prefix + "ln_1/g"], w[prefix + "ln_1/b"]), w, prefix + "attn/",
-                    n_head=n_head, cache=cache, pos=pos, pad=pad)
+                    n_head=n_head, cache=cache, pos=pos, pad=pad, portable=portable)
     x = x + a
     x = x + mlp(norm(x, w[prefix + "ln_2/g"], w[prefix + "ln_2/b"]), w, prefix + "mlp/")
     return x, cache
@@ -276,14 +296,15 @@ class GPT2(tf.Module):
         shape = [2, batch_size, hp.n_head, length, hp.head_size]
         return [tf.zeros(shape, dtype or self.compute_dtype) for _ in range(hp.n_layer)]
 
-    def forward(self, tokens, *, cache=None, pos=0, pad=None, recompute=False):
+    def forward(self, tokens, *, cache=None, pos=0, pad=None, recompute=False, portable=False):
         """The final hidden states ``[batch, seq, n_embd]`` (after ``ln_f``) and the cache.
 
         ``tokens`` sit at positions ``pos ...``; with a ``cache`` they are written
         into it and attend to everything before them. ``pad[r]`` counts row ``r``'s
         left-padding tokens, which nobody attends to. ``recompute=True``
         recomputes each block in the backward pass instead of storing its
-        activations (memory-saving gradients).
+        activations (memory-saving gradients). ``portable=True`` writes the cache with
+        core TensorFlow ops instead of XLA's (see :func:`update_slice`), for export.
         """
         w, hp = self.weights, self.hparams
         tokens = tf.convert_to_tensor(tokens)
@@ -304,7 +325,7 @@ class GPT2(tf.Module):
                 h = self._recomputed_block(h, prefix, pad)
             else:
                 h, layer_cache = block(h, w, prefix, n_head=hp.n_head, cache=layer_cache,
-                                       pos=pos, pad=pad)
+                                       pos=pos, pad=pad, portable=portable)
             new_cache.append(layer_cache)
         h = norm(h, w["model/ln_f/g"], w["model/ln_f/b"])
         return h, (new_cache if cache is not None else None)
@@ -327,7 +348,7 @@ class GPT2(tf.Module):
         wte = tf.cast(self.weights["model/wte"], h.dtype)
         rows = h.shape[0] * h.shape[1] if h.shape[0] and h.shape[1] else None
         if rows is not None and rows <= 64:
-            # Few rows (decoding): (wte · hᵀ)ᵀ runs ~2x faster than h · wteᵀ under XLA on CPU.
+            # Few rows (decoding): (wte · hᵀ)ᵀ runs faster than h · wteᵀ under XLA on CPU.
             flat = tf.reshape(h, [rows, h.shape[2]])
             out = tf.transpose(tf.matmul(wte, flat, transpose_b=True))
             return tf.cast(tf.reshape(out, [h.shape[0], h.shape[1], -1]), tf.float32)

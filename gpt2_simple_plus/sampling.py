@@ -3,6 +3,9 @@
 Each rule is a small function on a ``[batch, vocab]`` float32 tensor, with
 gpt-2-simple's definitions: ``top_k=0`` and ``top_p=0.0`` mean off, a
 non-zero ``top_p`` overrides ``top_k``, ``temperature=0`` means greedy.
+The settings may be Python numbers, fixed when the decode loop is compiled,
+or tensors given at run time: the same functions serve ``generate()`` and an
+exported SavedModel, whose settings are inputs (``SamplingConfig(runtime=True)``).
 
     >>> import tensorflow as tf
     >>> logits = tf.constant([[1.0, 3.0, 2.0, 0.0]])
@@ -24,12 +27,19 @@ NEG_INF = -1e10  # what OpenAI's sampler writes into masked-out logits
 class SamplingConfig:
     """The sampling rule. Its fields decide which ops are compiled into the
     decode loop, so changing ``top_k`` or switching a rule on compiles a new
-    loop; temperature, top_p and the penalty's value are run-time inputs."""
+    loop; temperature, top_p and the penalty's value are run-time inputs.
+
+    ``runtime=True`` fixes nothing but the penalty switch: greedy or not, top-k
+    (with its ``k``) or top-p are then chosen inside the graph from the tensors
+    given to :func:`next_token`, as a SavedModel whose settings are inputs needs.
+    It is slower per token (both branches are in the graph, and ``k`` is not a
+    constant), so ``generate()`` compiles the fixed rule instead."""
 
     temperature: float = 0.7
     top_k: int = 0
     top_p: float = 0.0
     repetition_penalty: float = 1.0
+    runtime: bool = False
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -44,20 +54,40 @@ class SamplingConfig:
 
     @property
     def greedy(self):
+        """Always the likeliest token (decided in the graph when ``runtime``)."""
+        if self.runtime:
+            return False
         return self.temperature == 0 or (self.top_k == 1 and self.top_p == 0)
 
     def compile_key(self):
         """What must be fixed when the loop is compiled."""
+        if self.runtime:
+            return ("runtime", self.repetition_penalty != 1.0)
         return (self.greedy, 0 if self.top_p > 0 else self.top_k, self.top_p > 0,
                 self.repetition_penalty != 1.0)
 
 
 def top_k_logits(logits, k):
-    """Keep the ``k`` largest logits of each row (ties at the k-th value kept), mask the rest."""
-    if k <= 0 or k >= logits.shape[-1]:
-        return logits
-    values, _ = tf.math.top_k(logits, k=k)
-    return tf.where(logits < values[:, -1:], NEG_INF, logits)
+    """Keep the ``k`` largest logits of each row (ties at the k-th value kept), mask the rest.
+
+    ``k`` is a Python int (fixed when compiled) or an int32 tensor (0 = off).
+
+        >>> logits = tf.constant([[1.0, 3.0, 2.0, 0.0]])
+        >>> top_k_logits(logits, tf.constant(3)).numpy().tolist()
+        [[1.0, 3.0, 2.0, -10000000000.0]]
+    """
+    if not tf.is_tensor(k):
+        if k <= 0 or k >= logits.shape[-1]:
+            return logits
+        values, _ = tf.math.top_k(logits, k=k)
+        return tf.where(logits < values[:, -1:], NEG_INF, logits)
+    k = tf.minimum(k, tf.shape(logits)[-1])
+
+    def cut():
+        values, _ = tf.math.top_k(logits, k=k)
+        return tf.where(logits < values[:, -1:], NEG_INF, logits)
+
+    return tf.cond(k > 0, cut, lambda: logits)
 
 
 def top_p_logits(logits, p):
@@ -77,23 +107,59 @@ def penalize_repetition(logits, seen, penalty):
     return tf.where(seen, penalized, logits)
 
 
-def filter_logits(logits, config, *, temperature, top_p, penalty=None, seen=None):
-    """Apply the configured rules in gpt-2-simple's order: penalty, temperature, top-p or top-k."""
+def filter_logits(logits, config, *, temperature, top_p, penalty=None, seen=None, top_k=None):
+    """Apply the configured rules in gpt-2-simple's order: penalty, temperature, top-p or top-k.
+
+    With ``config.runtime`` the choice between top-p and top-k (and ``top_k``'s
+    value) comes from the ``top_p`` and ``top_k`` tensors."""
     if config.repetition_penalty != 1.0:
         logits = penalize_repetition(logits, seen, penalty)
     if config.greedy:
         return logits
     logits = logits / temperature
+    if config.runtime:
+        top_k = tf.convert_to_tensor(config.top_k if top_k is None else top_k, tf.int32)
+        top_p = tf.convert_to_tensor(top_p, tf.float32)
+        return tf.cond(top_p > 0, lambda: top_p_logits(logits, top_p),
+                       lambda: top_k_logits(logits, top_k))
     if config.top_p > 0:
         return top_p_logits(logits, top_p)
     return top_k_logits(logits, config.top_k)
 
 
-def next_token(logits, config, *, seed, temperature=None, top_p=None, penalty=None, seen=None):
-    """One token id per row (``int32 [batch]``), drawn with a stateless ``seed`` (``int32 [2]``)."""
+def next_token(logits, config, *, seed, temperature=None, top_p=None, penalty=None, seen=None,
+               top_k=None):
+    """One token id per row (``int32 [batch]``), drawn with a stateless ``seed`` (``int32 [2]``).
+
+    The settings default to ``config``'s; tensors given here are read at run time.
+    With ``config.runtime``, ``temperature == 0`` or ``top_k == 1`` (without
+    ``top_p``) means greedy, decided in the graph.
+
+        >>> logits = tf.constant([[1.0, 3.0, 2.0, 0.0]])
+        >>> rule = SamplingConfig(runtime=True)
+        >>> int(next_token(logits, rule, seed=tf.constant([0, 0]),
+        ...                temperature=tf.constant(0.0))[0])
+        1
+    """
     temperature = config.temperature if temperature is None else temperature
     top_p = config.top_p if top_p is None else top_p
     penalty = config.repetition_penalty if penalty is None else penalty
+    if config.runtime:
+        top_k = tf.convert_to_tensor(config.top_k if top_k is None else top_k, tf.int32)
+        temperature = tf.convert_to_tensor(temperature, tf.float32)
+        top_p = tf.convert_to_tensor(top_p, tf.float32)
+        if config.repetition_penalty != 1.0:
+            logits = penalize_repetition(logits, seen, penalty)
+        greedy = tf.logical_or(temperature <= 0, tf.logical_and(top_k == 1, top_p <= 0))
+
+        def draw():
+            # temperature 1 where greedy: the branch is not taken, but must not divide by 0
+            safe = tf.where(greedy, 1.0, temperature)
+            kept = filter_logits(logits, dataclasses.replace(config, repetition_penalty=1.0),
+                                 temperature=safe, top_p=top_p, top_k=top_k)
+            return categorical(kept, seed)
+
+        return tf.cond(greedy, lambda: tf.argmax(logits, axis=-1, output_type=tf.int32), draw)
     logits = filter_logits(logits, config, temperature=temperature, top_p=top_p, penalty=penalty,
                            seen=seen)
     if config.greedy:
@@ -103,9 +169,9 @@ def next_token(logits, config, *, seed, temperature=None, top_p=None, penalty=No
 
 def uniform(shape, seed):
     """Counter-based uniform numbers in (0, 1): a 32-bit integer hash of
-    (index, seed). XLA's own stateless RNG costs ~25 ms per 50k numbers on
-    this CPU; this costs well under one, is deterministic across processes,
-    and is plenty random for sampling.
+    (index, seed). It is a few integer operations per number, where XLA's own
+    stateless RNG is many times slower on CPU (README, "Performance"); it is
+    deterministic across processes and plenty random for sampling.
 
         >>> import tensorflow as tf
         >>> u = uniform([4], tf.constant([1, 2]))
