@@ -28,6 +28,7 @@ functions (``download_gpt2``, ``finetune``, ``generate``, ``encode_dataset``,
 import argparse
 import datetime
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -186,8 +187,171 @@ def _flag(group, name, **kwargs):
     group.add_argument(name, nargs="?", const=True, type=_bool, metavar="true|false", **kwargs)
 
 
+# ---------------------------------------------------------------------------
+# finetune's flags, built from its signature and docstring
+
+# Arguments of gpt2.finetune that have no flag: the session and the dataset (given
+# above), and the ones a command line cannot pass.
+FINETUNE_WITHOUT_FLAG = ("sess", "dataset", "reuse")
+# What the command line says differently from the Python signature: gpt-2-simple's
+# command-line defaults, value checks and short help. Every other argument of finetune
+# (one added later too) gets a flag of its own name with the signature's default, a
+# type guessed from that default, and help from the docstring line that names it.
+FINETUNE_FLAGS = {
+    "steps": dict(type=STEPS, help="-1 trains until Ctrl-C"),
+    "model_name": dict(default=None, help="the model to start from (default 124M)"),
+    "model_dir": dict(help="the folder of downloaded models"),
+    "combine": dict(type=POSITIVE, help="join small files until this many characters"),
+    "batch_size": dict(type=POSITIVE, help="windows per micro-batch"),
+    "learning_rate": dict(type=NON_NEGATIVE, help="the step size"),
+    "accumulate_gradients": dict(type=POSITIVE, help="micro-batches averaged per step"),
+    "restore_from": dict(help="latest (continue the run), fresh (start from the model) "
+                              "or a folder"),
+    "run_name": dict(help="the run's folder in checkpoint_dir"),
+    "checkpoint_dir": dict(help="the folder of runs"),
+    "sample_every": dict(type=COUNT, default=0,
+                         help="write samples to samples/<run_name>/ every N steps (0 = never)"),
+    "sample_length": dict(type=POSITIVE, help="tokens per sample"),
+    "sample_num": dict(type=POSITIVE, help="samples each time"),
+    "multi_gpu": dict(help="train on every GPU"),
+    "save_every": dict(type=COUNT, default=100,
+                       help="save a checkpoint every N steps (0 = only at the end)"),
+    "print_every": dict(type=POSITIVE, default=10, help="print the loss every N steps"),
+    "max_checkpoints": dict(type=POSITIVE, help="checkpoints kept"),
+    "use_memory_saving_gradients": dict(help="less memory, somewhat slower "
+                                             "(README: Performance)"),
+    "only_train_transformer_layers": dict(help="leave the embeddings as they are"),
+    "optimizer": dict(choices=("adam", "adamw", "sgd"), help="how the weights move"),
+    "overwrite": dict(help="delete the run's old checkpoints first"),
+    "hparams": dict(type=str, help="train from scratch: a size (tiny, mini, small, 124M ...) "
+                         "or an hparams.json; needs --vocab_dir"),
+    "vocab_dir": dict(type=str, help="train from scratch: a folder with encoder.json and "
+                           "vocab.bpe (see train_tokenizer)"),
+    "seed": dict(type=int, help="fix the weights, the data order and the samples"),
+    "val_dataset": dict(type=str, help="validation data, scored every --val_every steps"),
+    "val_fraction": dict(type=FRACTION,
+                         help="or keep this fraction of the dataset for validation"),
+    "val_every": dict(type=POSITIVE,
+                      help="steps between validations (default: --sample_every, or 100)"),
+    "early_stopping_patience": dict(type=POSITIVE,
+                                    help="stop after N validations without improvement"),
+    "warmup_steps": dict(type=COUNT, help="raise the learning rate linearly over N steps"),
+    "lr_decay": dict(choices=("cosine", "linear"),
+                     help="lower the learning rate to 0 at the last step"),
+    "max_grad_norm": dict(type=NON_NEGATIVE, help="clip the gradient norm"),
+    "weight_decay": dict(type=NON_NEGATIVE, help="adamw only"),
+    "precision": dict(choices=("float32", "bfloat16", "float16"),
+                      help="float16/bfloat16 on GPUs and TPUs that are fast at them"),
+    "jit_compile": dict(type=_bool, help="compile the step with XLA (default: automatic)"),
+    "strategy": dict(choices=("multiworker", "mirrored"),
+                     help="multiworker: train across the machines TF_CONFIG lists (run the same "
+                          "command on each); mirrored: across this machine's GPUs"),
+}
+
+
+class Parameter:
+    """One argument of a Python function: ``name``, ``default``, whether it may be
+    passed by position (gpt-2-simple's arguments are), and the help its docstring gives."""
+
+    def __init__(self, name, default, positional, help):
+        self.name, self.default, self.positional, self.help = name, default, positional, help
+
+    def __repr__(self):
+        return f"Parameter({self.name!r}, default={self.default!r})"
+
+
+def function_parameters(module, function):
+    """The :class:`Parameter` list of ``module.function``, read from the module's
+    source (``import``-free, so the command line answers before TensorFlow loads).
+
+        >>> [p.name for p in function_parameters("training", "finetune")][:4]
+        ['dataset', 'steps', 'model_name', 'model_dir']
+    """
+    import ast
+
+    spec = importlib.util.find_spec(f"gpt2_simple_plus.{module}")
+    with open(spec.origin, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
+    doc = ast.get_docstring(node) or ""
+    args = node.args
+    positional = args.posonlyargs + args.args
+    defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+    pairs = [(a, d, True) for a, d in zip(positional, defaults)]
+    pairs += [(a, d, False) for a, d in zip(args.kwonlyargs, args.kw_defaults)]
+    params = []
+    for a, d, is_positional in pairs:
+        try:
+            default = None if d is None else ast.literal_eval(d)
+        except ValueError:  # not a plain value (a constant's name ...): no flag for it
+            continue
+        params.append(Parameter(a.arg, default, is_positional, _docstring_help(doc, a.arg)))
+    return [p for p in params if p.name not in ("sess", "self")]
+
+
+def finetune_parameters():
+    """The arguments of ``gpt2.finetune`` that the ``finetune`` command takes as flags."""
+    return [p for p in function_parameters("training", "finetune")
+            if p.name not in FINETUNE_WITHOUT_FLAG]
+
+
+def _docstring_help(doc, name):
+    """The sentence of ``doc`` that first names ``name`` (as ````name````), or ""."""
+    import re
+
+    at = doc.find(f"``{name}``")
+    if at == -1:
+        return ""
+    start = max(doc.rfind("* ", 0, at), doc.rfind(". ", 0, at), doc.rfind("; ", 0, at),
+                doc.rfind("\n\n", 0, at))
+    text = doc[start + 2 if start != -1 else 0:]
+    end = re.search(r"\.\s|;\s|\n\s*\n|\n\s*\* ", text)
+    text = " ".join((text[:end.start()] if end else text).split())
+    return text.replace("``", "")
+
+
+def _guess(text):
+    """An argparse type for a flag whose Python default is None: a number if it reads
+    as one, true/false as a boolean, else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    try:
+        return _bool(text)
+    except argparse.ArgumentTypeError:
+        return text
+
+
+def _add_parameter(group, param, overrides):
+    """The flag ``--<name>`` for a Python argument: its default (unless ``overrides``
+    says the command line's), its type from the default, its help from the docstring."""
+    options = dict(default=param.default, help=param.help or f"see finetune's {param.name}")
+    options.update(overrides)
+    if isinstance(options["default"], bool) or options.get("type") is _bool:
+        options.pop("type", None)
+        _flag(group, f"--{param.name}", **options)
+        return
+    if "type" not in options and "choices" not in options and options["default"] is not None:
+        options["type"] = type(options["default"])
+    elif "type" not in options and "choices" not in options:
+        options["type"] = _guess
+    if options.get("type") is str:
+        del options["type"]
+    group.add_argument(f"--{param.name}", **options)
+
+
 def build_parser():
-    """The ``gpt2_simple_plus`` parser, with one sub-parser per command."""
+    """The ``gpt2_simple_plus`` parser, with one sub-parser per command.
+
+    Every argument of ``gpt2.finetune`` is a flag of ``finetune``:
+
+        >>> commands = build_parser()._subparsers._group_actions[0].choices
+        >>> flags = {a.dest for a in commands["finetune"]._actions}
+        >>> sorted(p.name for p in finetune_parameters() if p.name not in flags)
+        []
+    """
     from . import __version__
 
     parser = _Parser(prog=PROG, formatter_class=_Formatter, epilog=EXAMPLES,
@@ -222,64 +386,14 @@ def build_parser():
                 FINETUNE_EXAMPLES)
     p.add_argument("dataset_pos", nargs="?", metavar="dataset",
                    help="a .txt/.csv/.npz file, a folder or a glob pattern")
-    g = p.add_argument_group("gpt-2-simple's options")
-    g.add_argument("--dataset", help="the same as the positional dataset (gpt-2-simple)")
-    g.add_argument("--run_name", default="run1", help="the run's folder in checkpoint_dir")
-    g.add_argument("--checkpoint_dir", default="checkpoint", help="the folder of runs")
-    g.add_argument("--model_name", help="the model to start from (default 124M)")
-    g.add_argument("--model_dir", default="models", help="the folder of downloaded models")
-    g.add_argument("--steps", type=STEPS, default=-1, help="-1 trains until Ctrl-C")
-    g.add_argument("--restore_from", default="latest",
-                   help="latest (continue the run), fresh (start from the model) or a folder")
-    g.add_argument("--combine", type=POSITIVE, default=50000,
-                   help="join small files until this many characters")
-    g.add_argument("--batch_size", type=POSITIVE, default=1, help="windows per micro-batch")
-    g.add_argument("--learning_rate", type=NON_NEGATIVE, default=0.0001, help="the step size")
-    g.add_argument("--accumulate_gradients", type=POSITIVE, default=5,
-                   help="micro-batches averaged per step")
-    g.add_argument("--sample_every", type=COUNT, default=0,
-                   help="write samples to samples/<run_name>/ every N steps (0 = never)")
-    g.add_argument("--sample_length", type=POSITIVE, default=1023, help="tokens per sample")
-    g.add_argument("--sample_num", type=POSITIVE, default=1, help="samples each time")
-    g.add_argument("--save_every", type=COUNT, default=100,
-                   help="save a checkpoint every N steps (0 = only at the end)")
-    g.add_argument("--print_every", type=POSITIVE, default=10,
-                   help="print the loss every N steps")
-    g.add_argument("--max_checkpoints", type=POSITIVE, default=1, help="checkpoints kept")
-    g.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd", "adafactor"),
-                   help="how the weights move")
-    _flag(g, "--overwrite", default=False, help="delete the run's old checkpoints first")
-    _flag(g, "--multi_gpu", default=False, help="train on every GPU")
-    _flag(g, "--use_memory_saving_gradients", default=False,
-          help="less memory, about a third slower")
-    _flag(g, "--only_train_transformer_layers", default=False,
-          help="leave the embeddings as they are")
-    g = p.add_argument_group("beyond gpt-2-simple")
-    g.add_argument("--hparams", help="train from scratch: a size (tiny, mini, small, 124M ...) "
-                                     "or an hparams.json; needs --vocab_dir")
-    g.add_argument("--vocab_dir", help="train from scratch: a folder with encoder.json and "
-                                       "vocab.bpe (see train_tokenizer)")
-    g.add_argument("--seed", type=int, help="fix the weights, the data order and the samples")
-    g.add_argument("--val_dataset", help="validation data, scored every --val_every steps")
-    g.add_argument("--val_fraction", type=FRACTION, default=0.0,
-                   help="or keep this fraction of the dataset for validation")
-    g.add_argument("--val_every", type=POSITIVE,
-                   help="steps between validations (default: --sample_every, or 100)")
-    g.add_argument("--early_stopping_patience", type=POSITIVE,
-                   help="stop after N validations without improvement")
-    g.add_argument("--warmup_steps", type=COUNT, default=0,
-                   help="raise the learning rate linearly over N steps")
-    g.add_argument("--lr_decay", choices=("cosine", "linear"),
-                   help="lower the learning rate to 0 at the last step")
-    g.add_argument("--max_grad_norm", type=NON_NEGATIVE, help="clip the gradient norm")
-    g.add_argument("--weight_decay", type=NON_NEGATIVE, default=0.01, help="adamw only")
-    g.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"),
-                   help="float16/bfloat16 on GPUs and TPUs that are fast at them")
-    _flag(g, "--jit_compile", default=None, help="compile the step with XLA (default: automatic)")
-    g.add_argument("--strategy", choices=("multiworker", "mirrored"),
-                   help="multiworker: train across the machines TF_CONFIG lists (run the same "
-                        "command on each); mirrored: across this machine's GPUs")
-    _flag(g, "--download", default=True, help="download the model first if it is missing")
+    gpt2_simple = p.add_argument_group("gpt-2-simple's options")
+    gpt2_simple.add_argument("--dataset",
+                             help="the same as the positional dataset (gpt-2-simple)")
+    beyond = p.add_argument_group("beyond gpt-2-simple")
+    for param in finetune_parameters():
+        _add_parameter(gpt2_simple if param.positional else beyond, param,
+                       FINETUNE_FLAGS.get(param.name, {}))
+    _flag(beyond, "--download", default=True, help="download the model first if it is missing")
     p.set_defaults(func=_finetune)
 
     # generate ---------------------------------------------------------------
@@ -495,25 +609,9 @@ def _finetune(args):
         gpt2.download_gpt2(model_dir=args.model_dir, model_name=model_name)
     _load_tensorflow()
     sess = gpt2.start_tf_sess()
-    gpt2.finetune(sess, args.dataset, steps=args.steps, model_name=model_name,
-                  model_dir=args.model_dir, combine=args.combine, batch_size=args.batch_size,
-                  learning_rate=args.learning_rate,
-                  accumulate_gradients=args.accumulate_gradients,
-                  restore_from=args.restore_from, run_name=args.run_name,
-                  checkpoint_dir=args.checkpoint_dir, sample_every=args.sample_every,
-                  sample_length=args.sample_length, sample_num=args.sample_num,
-                  multi_gpu=args.multi_gpu, save_every=args.save_every,
-                  print_every=args.print_every, max_checkpoints=args.max_checkpoints,
-                  use_memory_saving_gradients=args.use_memory_saving_gradients,
-                  only_train_transformer_layers=args.only_train_transformer_layers,
-                  optimizer=args.optimizer, overwrite=args.overwrite, hparams=hparams,
-                  vocab_dir=args.vocab_dir, seed=args.seed, val_dataset=args.val_dataset,
-                  val_fraction=args.val_fraction, val_every=args.val_every,
-                  early_stopping_patience=args.early_stopping_patience,
-                  warmup_steps=args.warmup_steps, lr_decay=args.lr_decay,
-                  max_grad_norm=args.max_grad_norm, weight_decay=args.weight_decay,
-                  precision=args.precision, jit_compile=args.jit_compile,
-                  strategy=args.strategy)
+    options = {p.name: getattr(args, p.name) for p in finetune_parameters()}
+    options.update(model_name=model_name, hparams=hparams)
+    gpt2.finetune(sess, args.dataset, **options)
     if not _is_chief():
         return
     print(f"The run is in {os.path.join(args.checkpoint_dir, args.run_name)}; generate from it "
