@@ -11,6 +11,12 @@ function lives in the module of its concern (``download_gpt2`` in
 ``download.py``, ``finetune`` in ``training.py`` ...). Modules are imported on
 first use, so ``import gpt2_simple_plus`` is quick and never touches
 TensorFlow's global state.
+
+    >>> import gpt2_simple_plus as gpt2
+    >>> gpt2.finetune.__module__, gpt2.download_gpt2.__module__
+    ('gpt2_simple_plus.training', 'gpt2_simple_plus.download')
+
+README's "How the package is organised" maps every module.
 """
 
 import importlib

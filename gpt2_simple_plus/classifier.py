@@ -382,19 +382,7 @@ def classify(sess, texts, run_name=None, checkpoint_dir="checkpoint", batch_size
 
 
 def _example_model_dir():
-    """``<tmp>/gpt2_simple_plus_example_models/tiny``: a tiny random GPT-2 over the
-    example vocabulary, for the examples in this module."""
-    import tempfile
+    """The tiny model of the examples here (see ``_examples.example_model_dir``)."""
+    from ._examples import example_model_dir
 
-    from .checkpoints import save_pretrained_layout
-    from .encoder import _example_folder
-    from .hparams import hparams_for
-    from .model import random_weights
-
-    folder = os.path.join(tempfile.gettempdir(), "gpt2_simple_plus_example_models", "tiny")
-    if not os.path.isfile(os.path.join(folder, "checkpoint")):
-        encoder = get_encoder(_example_folder())
-        hparams = hparams_for("tiny", n_vocab=encoder.n_vocab)
-        save_pretrained_layout(folder, random_weights(hparams, 0), hparams,
-                               vocab_from=_example_folder())
-    return folder
+    return example_model_dir()

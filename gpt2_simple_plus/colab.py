@@ -269,7 +269,8 @@ def copy_checkpoint_to_gdrive(run_name="run1", copy_folder=False, checkpoint_dir
     Anywhere, with a folder standing in for the Drive (see the module help):
 
         >>> import os
-        >>> work = _example_drive()
+        >>> from gpt2_simple_plus._examples import example_drive
+        >>> work = example_drive()
         >>> checkpoints = os.path.join(work, "checkpoint")
         >>> path = copy_checkpoint_to_gdrive("run1", checkpoint_dir=checkpoints)
         >>> os.path.relpath(path, work)
@@ -311,7 +312,8 @@ def copy_checkpoint_from_gdrive(run_name="run1", copy_folder=False, checkpoint_d
     Anywhere, with a folder standing in for the Drive (see the module help):
 
         >>> import os, shutil
-        >>> work = _example_drive()
+        >>> from gpt2_simple_plus._examples import example_drive
+        >>> work = example_drive()
         >>> checkpoints = os.path.join(work, "checkpoint")
         >>> _ = copy_checkpoint_to_gdrive("run1", checkpoint_dir=checkpoints)
         >>> shutil.rmtree(checkpoints)
@@ -361,7 +363,8 @@ def copy_file_to_gdrive(file_path, drive_folder=None):
     Anywhere, with a folder standing in for the Drive (see the module help):
 
         >>> import os
-        >>> work = _example_drive()
+        >>> from gpt2_simple_plus._examples import example_drive
+        >>> work = example_drive()
         >>> here = os.getcwd(); os.chdir(work)
         >>> os.makedirs("data"); _ = open("data/poem.txt", "w").write("roses")
         >>> os.path.relpath(copy_file_to_gdrive("data/poem.txt"), work)
@@ -395,7 +398,8 @@ def copy_file_from_gdrive(file_path, drive_folder=None):
     Anywhere, with a folder standing in for the Drive (see the module help):
 
         >>> import os
-        >>> work = _example_drive()
+        >>> from gpt2_simple_plus._examples import example_drive
+        >>> work = example_drive()
         >>> _ = open(os.path.join(work, "drive", "MyDrive", "poem.txt"), "w").write("roses")
         >>> path = copy_file_from_gdrive(os.path.join(work, "here", "poem.txt"))
         >>> open(path).read()
@@ -594,19 +598,3 @@ def _move_into(src, dst):
                 os.replace(*pair)
     for pair in last:
         os.replace(*pair)
-
-
-# --- examples -------------------------------------------------------------------------------
-
-def _example_drive():
-    """For the examples here: a temporary folder with ``drive/MyDrive`` (made the Drive
-    through ``GPT2_SIMPLE_PLUS_DRIVE_ROOT``) and a small run ``checkpoint/run1``."""
-    work = tempfile.mkdtemp()
-    os.makedirs(os.path.join(work, "drive", "MyDrive"))
-    os.environ[DRIVE_ROOT_ENV] = os.path.join(work, "drive")
-    run = os.path.join(work, "checkpoint", "run1")
-    os.makedirs(run)
-    for name, text in (("checkpoint", 'model_checkpoint_path: "model-5"\n'), ("counter", "5")):
-        with open(os.path.join(run, name), "w", encoding="utf-8") as f:
-            f.write(text)
-    return work

@@ -21,11 +21,12 @@ kept as ``dataset-<key>.npy`` and reused while the files, ``combine`` and the
 vocabulary stay the same.
 
     >>> import os, tempfile
-    >>> from gpt2_simple_plus.encoder import get_encoder, _example_folder
+    >>> from gpt2_simple_plus.encoder import get_encoder
     >>> folder = tempfile.mkdtemp()
     >>> path = os.path.join(folder, "hats.txt")
     >>> _ = open(path, "w").write(" the hat" * 50)
-    >>> enc = get_encoder(_example_folder())
+    >>> from gpt2_simple_plus._examples import example_vocab
+    >>> enc = get_encoder(example_vocab())
     >>> chunks = load_dataset(enc, path)
     >>> sampler = Sampler(chunks, seed=0)
     >>> sampler.total_size   # 150 tokens of text, 13 of the literal "<|endoftext|>" after it
@@ -455,9 +456,9 @@ def encode_dataset(file_path, model_dir="models", out_path="text_encoded.npz", m
     ``finetune`` starts at once. gpt-2-simple reads the file too.
 
         >>> import os, tempfile, shutil
-        >>> from gpt2_simple_plus.encoder import _example_folder
         >>> d = tempfile.mkdtemp()
-        >>> _ = shutil.copytree(_example_folder(), os.path.join(d, "models", "toy"))
+        >>> from gpt2_simple_plus._examples import example_vocab
+        >>> _ = shutil.copytree(example_vocab(), os.path.join(d, "models", "toy"))
         >>> _ = open(os.path.join(d, "a.txt"), "w").write("the hat")
         >>> encode_dataset(os.path.join(d, "a.txt"), model_dir=os.path.join(d, "models"),
         ...                out_path=os.path.join(d, "a.npz"), model_name="toy")

@@ -42,9 +42,9 @@ PROMPTS = ('The "for" statement', "A class definition", "If the exception")
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    """The demo's settings, measured on 2 CPU cores: the loss falls from 7.6 (a
-    blind guess among 2,048 tokens) to about 4.5 in 600 steps, and the samples
-    use the manual's words and phrases."""
+    """The demo's settings: the loss falls from 7.6 (a blind guess among 2,048
+    tokens) to about 4.5 in 600 steps, and the samples use the manual's words
+    and phrases."""
 
     vocab_size: int = 2048  # tokens learned from the corpus (GPT-2 has 50,257)
     n_ctx: int = 128  # tokens the model reads at once

@@ -1,7 +1,8 @@
 """GPT-2's byte-level BPE: text to token ids and back, identical to OpenAI's ``encoder.py``.
 
     >>> import gpt2_simple_plus as gpt2
-    >>> enc = gpt2.get_encoder(_example_folder())   # normally "models/124M"
+    >>> from gpt2_simple_plus._examples import example_vocab
+    >>> enc = gpt2.get_encoder(example_vocab())   # normally "models/124M"
     >>> enc.encode("the hat")
     [257, 260]
     >>> enc.decode([257, 260])
@@ -108,7 +109,8 @@ class Encoder:
     in OpenAI's ``Encoder``. Tokens of ``encoder`` that are neither a single byte
     nor made by a merge are special tokens (GPT-2 has one: ``<|endoftext|>``).
 
-        >>> enc = get_encoder(_example_folder())
+        >>> from gpt2_simple_plus._examples import example_vocab
+        >>> enc = get_encoder(example_vocab())
         >>> enc.n_vocab, enc.eot_token, enc.backend
         (262, 261, 'tiktoken')
         >>> Encoder(enc.encoder, list(enc.bpe_ranks), backend="python").encode("the hat")
@@ -154,7 +156,8 @@ class Encoder:
         ``<|endoftext|>`` in the text is ordinary text unless it is in
         ``allowed_special`` (a set of special tokens, or ``"all"``).
 
-            >>> enc = get_encoder(_example_folder())
+            >>> from gpt2_simple_plus._examples import example_vocab
+            >>> enc = get_encoder(example_vocab())
             >>> enc.encode("hat<|endoftext|>", allowed_special="all")
             [71, 64, 83, 261]
             >>> len(enc.encode("hat<|endoftext|>"))   # spelled as text
@@ -170,7 +173,8 @@ class Encoder:
     def encode_to_array(self, text, *, allowed_special=()):
         """Like :meth:`encode`, as a numpy array (uint16, or int32 past 65,536 tokens).
 
-            >>> get_encoder(_example_folder()).encode_to_array("the hat")
+            >>> from gpt2_simple_plus._examples import example_vocab
+            >>> get_encoder(example_vocab()).encode_to_array("the hat")
             array([257, 260], dtype=uint16)
         """
         allowed = self._allowed(allowed_special)
@@ -189,7 +193,8 @@ class Encoder:
         and punctuation); a stretch with no such place (one enormous word) is kept
         whole. About ``chunk_chars`` characters are held at a time.
 
-            >>> enc = get_encoder(_example_folder())
+            >>> from gpt2_simple_plus._examples import example_vocab
+            >>> enc = get_encoder(example_vocab())
             >>> [a.tolist() for a in enc.encode_iter(["the ", "hat\\n", "the hat"], chunk_chars=4)]
             [[257], [260], [198, 257], [260]]
         """
@@ -225,7 +230,8 @@ class Encoder:
             >>> import os, tempfile
             >>> path = os.path.join(tempfile.mkdtemp(), "corpus.txt")
             >>> _ = open(path, "w").write("the hat\\n" * 3)
-            >>> enc = get_encoder(_example_folder())
+            >>> from gpt2_simple_plus._examples import example_vocab
+            >>> enc = get_encoder(example_vocab())
             >>> np.concatenate(list(enc.encode_file(path, chunk_chars=8))).tolist()
             [257, 260, 198, 257, 260, 198, 257, 260, 198]
         """
@@ -245,7 +251,8 @@ class Encoder:
 
         Accepts a list, tuple or numpy array of ids (or one id).
 
-            >>> enc = get_encoder(_example_folder())
+            >>> from gpt2_simple_plus._examples import example_vocab
+            >>> enc = get_encoder(example_vocab())
             >>> enc.decode(np.array([257, 260], dtype=np.uint16))
             'the hat'
         """
@@ -254,7 +261,8 @@ class Encoder:
     def decode_bytes(self, ids):
         """The raw bytes of token ids (a token may hold part of a UTF-8 character).
 
-            >>> get_encoder(_example_folder()).decode_bytes([257])
+            >>> from gpt2_simple_plus._examples import example_vocab
+            >>> get_encoder(example_vocab()).decode_bytes([257])
             b'the'
         """
         ids = self._as_id_list(ids)
@@ -270,7 +278,8 @@ class Encoder:
     def token_bytes(self, token_id):
         """The bytes one token stands for.
 
-            >>> get_encoder(_example_folder()).token_bytes(260)
+            >>> from gpt2_simple_plus._examples import example_vocab
+            >>> get_encoder(example_vocab()).token_bytes(260)
             b' hat'
         """
         if isinstance(token_id, (bool, float)) or not hasattr(token_id, "__index__"):
@@ -526,10 +535,11 @@ def get_encoder(folder, *, backend="auto"):
 
     Loaded once per folder: later calls return the same object until a file changes.
 
-        >>> enc = get_encoder(_example_folder())
+        >>> from gpt2_simple_plus._examples import example_vocab
+        >>> enc = get_encoder(example_vocab())
         >>> enc.decode(enc.encode("the hat"))
         'the hat'
-        >>> get_encoder(_example_folder()) is enc
+        >>> get_encoder(example_vocab()) is enc
         True
     """
     folder = os.fspath(folder)
@@ -588,23 +598,7 @@ def _read_merges(path):
 
 
 def _example_folder():
-    """A tiny vocabulary in a temporary folder, for the examples in this module."""
-    import tempfile
+    """Kept for examples written before ``_examples.example_vocab`` (the same folder)."""
+    from ._examples import example_vocab
 
-    encoder = {c: i for i, c in enumerate(bytes_to_unicode().values())}
-    merges = [("t", "h"), ("th", "e"), ("Ġ", "h"), ("Ġh", "a"), ("Ġha", "t")]
-    for first, second in merges:
-        encoder[first + second] = len(encoder)
-    encoder[ENDOFTEXT] = len(encoder)
-    files = {"encoder.json": json.dumps(encoder, ensure_ascii=False),
-             "vocab.bpe": "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)}
-    version = hashlib.sha256(json.dumps(files).encode("utf-8")).hexdigest()[:12]
-    folder = os.path.join(tempfile.gettempdir(), f"gpt2_simple_plus_example_vocab_{version}")
-    if not os.path.isfile(os.path.join(folder, "vocab.bpe")):
-        os.makedirs(folder, exist_ok=True)
-        for name, content in files.items():  # atomically: other processes may be reading
-            tmp = os.path.join(folder, f"{name}.{os.getpid()}.tmp")
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(content)
-            os.replace(tmp, os.path.join(folder, name))
-    return folder
+    return example_vocab()

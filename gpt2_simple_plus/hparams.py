@@ -115,7 +115,8 @@ def hparams_for(size, **overrides):
 def load_hparams(folder):
     """Read ``folder/hparams.json``.
 
-        >>>         >>> d = tempfile.mkdtemp()
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
         >>> save_hparams(d, hparams_for("tiny"))
         >>> load_hparams(d).n_layer
         2

@@ -125,7 +125,8 @@ def tokenize(sess, text):
     are ``None`` when a token starts or ends inside a multi-byte character
     (byte-level BPE may split an emoji or an accented letter).
 
-        >>> sess = _example_session()
+        >>> from gpt2_simple_plus._examples import example_session
+        >>> sess = example_session()
         >>> tokens = tokenize(sess, "the café")
         >>> print(tokens)
         #  token    id  bytes  text
@@ -206,7 +207,8 @@ def next_token_probabilities(sess, prefix, top_k=10, temperature=1.0):
     token. A list of prefixes gives a list of tables, computed in one batch.
     A prefix longer than the context keeps its last ``n_ctx`` tokens.
 
-        >>> sess = _example_session()
+        >>> from gpt2_simple_plus._examples import example_session
+        >>> sess = example_session()
         >>> probs = next_token_probabilities(sess, "the hat", top_k=3)
         >>> len(probs), sum(p for _, p in probs) <= 1
         (3, True)
@@ -325,7 +327,8 @@ def score(sess, texts, *, context=None, stride=None):
     sliding window moved ``stride`` tokens at a time (default ``context // 2``);
     see the module notes.
 
-        >>> sess = _example_session()
+        >>> from gpt2_simple_plus._examples import example_session
+        >>> sess = example_session()
         >>> scores = score(sess, "the hat")
         >>> [token for token, logprob in scores]
         ['the', ' hat']
@@ -396,7 +399,8 @@ def perplexity(sess, texts, *, context=None, stride=None):
     held-out file as one string (long texts use the sliding window of
     :func:`score`). A list of texts gives one perplexity per text.
 
-        >>> sess = _example_session()
+        >>> from gpt2_simple_plus._examples import example_session
+        >>> sess = example_session()
         >>> p = perplexity(sess, "the hat on the mat")
         >>> 1 < p
         True
@@ -499,17 +503,3 @@ def _check_texts(texts, what):
         if not isinstance(t, str):
             raise GenerationError(f"{what} takes a string or a list of strings, got an item of "
                                   f"type {type(t).__name__}: {t!r:.60}.")
-
-
-def _example_session():
-    """A session holding a tiny random GPT-2 over a tiny vocabulary, for the examples."""
-    from .encoder import _example_folder, get_encoder
-    from .hparams import hparams_for
-    from .model import GPT2
-    from .session import start_tf_sess
-
-    encoder = get_encoder(_example_folder())
-    sess = start_tf_sess()
-    sess.set_model(GPT2(hparams_for("tiny", n_vocab=encoder.n_vocab), seed=0), encoder,
-                   _example_folder())
-    return sess

@@ -6,8 +6,10 @@ notation) learns faster with a vocabulary learned from its own data, and a
 small vocabulary keeps a small model small.
 
     >>> import gpt2_simple_plus as gpt2
-    >>> folder = gpt2.train_tokenizer(_example_texts(), vocab_size=280,
-    ...                               out_dir=_example_out_dir())   # doctest: +ELLIPSIS
+    >>> from gpt2_simple_plus._examples import example_texts
+    >>> import tempfile
+    >>> folder = gpt2.train_tokenizer(example_texts(), vocab_size=280,
+    ...                               out_dir=tempfile.mkdtemp())   # doctest: +ELLIPSIS
     Trained a byte-level BPE vocabulary of 280 tokens ...
     >>> enc = gpt2.get_encoder(folder)
     >>> enc.decode(enc.encode("the cat sat on the hat"))
@@ -61,8 +63,9 @@ def train_tokenizer(files, vocab_size=DEFAULT_VOCAB_SIZE, out_dir=DEFAULT_OUT_DI
     says so). Prints a short summary.
 
         >>> import gpt2_simple_plus as gpt2
+        >>> import tempfile
         >>> folder = gpt2.train_tokenizer(iter(["low lower lowest"] * 20), vocab_size=262,
-        ...                               out_dir=_example_out_dir())  # doctest: +ELLIPSIS
+        ...                               out_dir=tempfile.mkdtemp())  # doctest: +ELLIPSIS
         Trained a byte-level BPE vocabulary of 262 tokens ...
         >>> print(open(os.path.join(folder, "vocab.bpe")).read())
         #version: 0.2
@@ -241,22 +244,3 @@ def _print_summary(tokenizer, encoder, merges, vocab_size, min_frequency, out_di
                  f"{os.path.join(out_dir, 'vocab.bpe')}; "
                  f"n_vocab={len(encoder)} for a model using them.")
     print("\n".join(lines))
-
-
-# --- examples -------------------------------------------------------------------------------
-
-
-def _example_texts():
-    """A few hundred short sentences, for the examples here."""
-    import itertools
-
-    animals = ["cat", "dog", "hat", "bat", "rat"]
-    verbs = ["sat on", "ran to", "looked at", "jumped over"]
-    return iter([f"the {a} {v} the {b}." for a, v, b in
-                 itertools.product(animals, verbs, animals)] * 5)
-
-
-def _example_out_dir():
-    import tempfile
-
-    return tempfile.mkdtemp()

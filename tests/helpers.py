@@ -1,13 +1,11 @@
 """Builders shared by the tests: tiny vocabularies, tiny random models, subprocess runs."""
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
 
-from gpt2_simple_plus.encoder import bytes_to_unicode
-from gpt2_simple_plus.hparams import hparams_for
+from gpt2_simple_plus import _examples
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GPT2_VOCAB_DIR = os.environ.get(
@@ -20,43 +18,11 @@ def real_vocab_dir():
     return GPT2_VOCAB_DIR if ok else None
 
 
-TINY_MERGES = ["Ġ t", "h e", "Ġt he", "Ġ a", "i n", "e r", "Ġ s", "o n", "Ġ w", "r e",
-               "Ġa n", "Ġan d", "Ġ o", "Ġo f", "a t", "e n", "Ġt o", "Ġ i", "Ġi n", "o u"]
-
-
-def make_tiny_vocab(folder):
-    """A byte-level BPE vocabulary in GPT-2's format: 256 bytes, 20 merges, <|endoftext|>."""
-    os.makedirs(folder, exist_ok=True)
-    byte_chars = list(bytes_to_unicode().values())
-    encoder = {c: i for i, c in enumerate(byte_chars)}
-    for merge in TINY_MERGES:
-        encoder["".join(merge.split())] = len(encoder)
-    encoder["<|endoftext|>"] = len(encoder)
-    with open(os.path.join(folder, "encoder.json"), "w", encoding="utf-8") as f:
-        json.dump(encoder, f, ensure_ascii=False)
-    with open(os.path.join(folder, "vocab.bpe"), "w", encoding="utf-8") as f:
-        f.write("#version: 0.2\n" + "\n".join(TINY_MERGES) + "\n")
-    return len(encoder)
-
-
-def make_model_dir(folder, *, vocab_dir=None, size="tiny", seed=0, **overrides):
-    """A random GPT-2 in OpenAI's release layout at ``folder``; returns its hparams.
-
-    With ``vocab_dir`` the vocabulary is copied from there; otherwise the tiny
-    hand-made one is written.
-    """
-    from gpt2_simple_plus.checkpoints import save_pretrained_layout
-    from gpt2_simple_plus.model import random_weights
-
-    os.makedirs(folder, exist_ok=True)
-    if vocab_dir:
-        with open(os.path.join(vocab_dir, "encoder.json"), encoding="utf-8") as f:
-            n_vocab = len(json.load(f))
-    else:
-        n_vocab = make_tiny_vocab(folder)
-    hparams = hparams_for(size, n_vocab=n_vocab, **overrides)
-    save_pretrained_layout(folder, random_weights(hparams, seed), hparams, vocab_from=vocab_dir)
-    return hparams
+# The tiny vocabulary and the random model folders come from the package's own
+# example fixtures, so the docstring examples and the tests build them one way.
+TINY_MERGES = _examples.TINY_MERGES
+make_tiny_vocab = _examples.make_tiny_vocab
+make_model_dir = _examples.make_model_dir
 
 
 def run_python(code, *, cwd, timeout=600, env=None):

@@ -1,6 +1,5 @@
 """Google Drive helpers against a temporary folder standing in for Colab's /content/drive."""
 
-import doctest
 import io
 import os
 import sys
@@ -422,12 +421,3 @@ def test_file_errors(drive):
     os.makedirs("checkpoint/run1")
     with pytest.raises(ColabError, match="is a folder"):
         gpt2.copy_file_to_gdrive("checkpoint/run1")
-
-
-def test_docstring_examples_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    # setenv records the variable's current state, so it is restored even if an example fails.
-    monkeypatch.setenv(colab.DRIVE_ROOT_ENV, "placeholder")
-    monkeypatch.delenv(colab.DRIVE_ROOT_ENV)
-    result = doctest.testmod(colab, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 20

@@ -279,10 +279,3 @@ print(json.dumps([[c.tolist() for c in theirs], [c.tolist() for c in from_npz]])
     ours = as_lists(load_dataset(enc, str(folder), combine=200))
     assert len(ours) == 2 and ours == theirs
     assert from_npz == ours
-
-
-def test_doctests():
-    import doctest
-
-    result = doctest.testmod(data, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 10 and result.failed == 0

@@ -7,7 +7,6 @@ original ``encoder.py`` as shipped by gpt-2-simple. The tests at the bottom use
 hand-made vocabularies and run without ../shared.
 """
 
-import doctest
 import itertools
 import json
 import os
@@ -19,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import helpers
+from gpt2_simple_plus import _examples
 from gpt2_simple_plus import encoder as encoder_module
 from gpt2_simple_plus.encoder import Encoder, bytes_to_unicode, get_encoder
 from gpt2_simple_plus.errors import (DatasetError, EncoderError, Gpt2Error,
@@ -239,7 +239,7 @@ def test_streaming_equals_whole_encode(real, real_python, text, cuts, chunk_char
 @given(text=stream_texts, cuts=st.lists(st.integers(0, 80), max_size=6),
        chunk_chars=st.integers(1, 12))
 def test_streaming_equals_whole_encode_without_shared_vocab(text, cuts, chunk_chars):
-    folder = encoder_module._example_folder()
+    folder = _examples.example_vocab()
     for enc in (get_encoder(folder), get_encoder(folder, backend="python")):
         arrays = list(enc.encode_iter(split_randomly(text, cuts), chunk_chars=chunk_chars,
                                       allowed_special="all"))
@@ -268,7 +268,7 @@ def test_streaming_cuts_text_without_spaces_into_chunks(real):
 
 def test_streaming_holds_only_a_few_chunks():
     # An endless stream: the encoder must hand out arrays without reading it all.
-    enc = get_encoder(encoder_module._example_folder())
+    enc = get_encoder(_examples.example_vocab())
     consumed = []
 
     def endless():
@@ -425,7 +425,7 @@ def test_tiktoken_is_chosen_only_when_it_agrees_with_the_merges(data):
 
 def test_ids_out_of_merge_order_use_the_python_backend(tmp_path):
     # Same tokens, ids shuffled (as a Hugging Face trainer may write them).
-    tiny = get_encoder(encoder_module._example_folder())
+    tiny = get_encoder(_examples.example_vocab())
     order = np.random.default_rng(0).permutation(tiny.n_vocab).tolist()
     shuffled = {token: order[i] for token, i in tiny.encoder.items()}
     merges = list(tiny.bpe_ranks)
@@ -493,8 +493,3 @@ def test_importing_the_encoder_does_not_import_tensorflow(tiny_dir):
     result = helpers.run_python(code, cwd=helpers.REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(encoder_module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 10 and result.failed == 0

@@ -6,7 +6,6 @@ files written are read back by this package's encoder and by OpenAI's original
 and both must give the ids Hugging Face's trained tokenizer gives.
 """
 
-import doctest
 import json
 import os
 
@@ -271,9 +270,3 @@ def test_errors(tmp_path):
                                                 "least 257"):
             gpt2.train_tokenizer(iter(["text"]), vocab_size=bad, out_dir=out)
     assert not os.path.exists(out)  # nothing written by a failed call
-
-
-def test_docstring_examples_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    result = doctest.testmod(tokenizer_training, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted >= 8
