@@ -9,10 +9,10 @@ repositories) both fetch through it. The checks (``check_json``,
     >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "page.json")
     >>> _ = open(path, "w").write("<html>login</html>")
-    >>> check_json(path)
+    >>> check_json(path)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    gpt2_simple_plus.fetch.Invalid: the server sent an HTML page instead of the file (a proxy, login or error page)
+    gpt2_simple_plus.fetch.Invalid: the server sent an HTML page instead of the file (a proxy, ...)
 """
 
 import errno
@@ -170,7 +170,8 @@ def check_json(path, *, kind=dict):
         with open(path, encoding="utf-8") as f:
             value = json.load(f)
     except (ValueError, UnicodeDecodeError) as err:
-        raise Invalid(f"the file is not valid JSON ({short_error(err)}); it is truncated or corrupt")
+        raise Invalid(f"the file is not valid JSON ({short_error(err)}); it is truncated or "
+                      f"corrupt")
     if not isinstance(value, kind):
         raise Invalid(f"the file should hold a JSON {kind.__name__}, not {type(value).__name__}")
     return value
