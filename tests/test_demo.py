@@ -1,15 +1,12 @@
 """``gpt2_simple_plus demo``: the offline quick start, end to end on its --quick settings."""
 
-import functools
-import http.server
 import json
 import re
-import threading
 
 import pytest
 
 from gpt2_simple_plus import demo
-from test_cli import assert_one_error_line, run_cli
+from helpers import assert_one_error_line, run_cli, serve_folder
 
 
 @pytest.fixture(scope="module")
@@ -67,25 +64,12 @@ def test_demo_with_a_model_that_cannot_be_downloaded(tmp_path):
     one-line message and exit 2 (as on a machine without the internet)."""
     empty = tmp_path / "mirror"
     empty.mkdir()
-    handler = functools.partial(QuietHandler, directory=str(empty))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        mirror = f"http://127.0.0.1:{server.server_port}"
+    with serve_folder(empty) as mirror:
         result = run_cli("demo", "--model", "124M", "--out", "d", cwd=tmp_path,
                          env={"GPT2_SIMPLE_PLUS_BASE_URL": mirror})
-    finally:
-        server.shutdown()
-        server.server_close()
     assert "[2/4] Model: GPT-2 124M" in result.stdout
     assert_one_error_line(result, "Could not download model '124M'", "HTTP 404",
                           "GPT2_SIMPLE_PLUS_BASE_URL")
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 def test_bad_steps_is_a_one_line_error(tmp_path):

@@ -1,18 +1,15 @@
 """download_gpt2 / is_gpt2_downloaded against a real HTTP server on 127.0.0.1, with faults."""
 
 import errno
-import hashlib
-import http.server
 import json
 import os
-import re
 import socket
-import threading
 import time
 
 import pytest
 
 import helpers
+from helpers import HTML, FileServer
 from gpt2_simple_plus import download
 from gpt2_simple_plus import fetch as fetcher_module
 from gpt2_simple_plus.download import (BASE_URL_ENV, OPENAI_FILES, download_gpt2,
@@ -20,118 +17,6 @@ from gpt2_simple_plus.download import (BASE_URL_ENV, OPENAI_FILES, download_gpt2
 from gpt2_simple_plus.errors import DownloadError, ModelNotFoundError
 
 DATA = "model.ckpt.data-00000-of-00001"
-HTML = b"<!DOCTYPE html><html><body>Please sign in</body></html>"
-
-
-class FileServer:
-    """A ThreadingHTTPServer on 127.0.0.1 serving ``files`` (``{url path: bytes}``) with
-    ``Range``/``If-Range`` support, ETags and HEAD.
-
-    ``inject(path, *faults)`` queues faults, each used up by one request to ``path``:
-    ``("status", code)``, ``("drop", n)`` (send n body bytes then hang up),
-    ``("length", n)`` (announce Content-Length n, send the real body), ``("html",)``
-    (200 with an HTML page), ``("sleep", s)`` (wait before answering),
-    ``("ignore_range",)`` (answer 200 with the whole file).
-    ``log`` holds ``[method, path, Range header, status]`` per request, in arrival order.
-    """
-
-    def __init__(self, files):
-        self.files = dict(files)
-        self.faults = {}
-        self.log = []
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server._handle(self, body=True)
-
-            def do_HEAD(self):
-                server._handle(self, body=False)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def inject(self, path, *faults):
-        with self.lock:
-            self.faults.setdefault(path, []).extend(faults)
-
-    def bodies(self, path=None):
-        """GET requests answered with a body (200/206), optionally for one path."""
-        return [e for e in self.log
-                if e[0] == "GET" and e[3] in (200, 206) and (path is None or e[1] == path)]
-
-    def _handle(self, h, body):
-        with self.lock:
-            queue = self.faults.get(h.path)
-            fault = queue.pop(0) if queue else ("none",)
-        entry = [h.command, h.path, h.headers.get("Range"), None]  # status filled in below
-        with self.lock:
-            self.log.append(entry)
-        try:
-            entry[3] = self._respond(h, fault, body)
-        except (BrokenPipeError, ConnectionResetError):
-            entry[3] = "hung up"
-
-    def _send_simple(self, h, status, data, ctype, body, extra=()):
-        h.send_response(status)
-        h.send_header("Content-Type", ctype)
-        h.send_header("Content-Length", str(len(data)))
-        for k, v in extra:
-            h.send_header(k, v)
-        h.end_headers()
-        if body:
-            h.wfile.write(data)
-        return status
-
-    def _respond(self, h, fault, body):
-        kind = fault[0]
-        if kind == "sleep":
-            time.sleep(fault[1])
-        if kind == "status":
-            return self._send_simple(h, fault[1], b"error", "text/plain", body)
-        data = self.files.get(h.path)
-        if data is None:
-            return self._send_simple(h, 404, b"no such file", "text/plain", body)
-        if kind == "html":
-            return self._send_simple(h, 200, HTML, "text/html; charset=utf-8", body)
-        etag = '"' + hashlib.sha1(data).hexdigest()[:16] + '"'
-        start, status = 0, 200
-        rng = h.headers.get("Range")
-        if rng and kind != "ignore_range" and h.headers.get("If-Range") in (None, etag):
-            start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))
-            if start >= len(data):
-                return self._send_simple(h, 416, b"", "text/plain", body,
-                                         [("Content-Range", f"bytes */{len(data)}")])
-            status = 206
-        chunk = data[start:]
-        h.send_response(status)
-        h.send_header("Content-Type", "application/octet-stream")
-        h.send_header("Content-Length", str(fault[1] if kind == "length" else len(chunk)))
-        h.send_header("ETag", etag)
-        if status == 206:
-            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        h.end_headers()
-        if body:
-            h.wfile.write(chunk[:fault[1]] if kind == "drop" else chunk)
-            h.wfile.flush()
-        return status
 
 
 @pytest.fixture(autouse=True)

@@ -5,13 +5,10 @@ served from a loopback HTTP server (finetune_124m.py downloads it) or put in
 models/124M beforehand (the others find it already downloaded).
 """
 
-import functools
-import http.server
 import os
 import re
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -43,11 +40,6 @@ def models(tmp_path_factory):
     return folder
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 def test_every_example_is_tested():
     tested = {"quickstart_offline.py", "finetune_124m.py", "csv_dataset.py",
               "resume_training.py", "batch_generate_to_file.py",
@@ -68,17 +60,10 @@ def test_quickstart_offline(tmp_path):
 def test_finetune_124m_downloads_from_a_mirror(tmp_path, models):
     """GPT2_SIMPLE_PLUS_BASE_URL points the download at a loopback server holding
     /models/124M/* (the tiny model), as a mirror would."""
-    handler = functools.partial(QuietHandler, directory=str(models.parent))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     (tmp_path / "tiny.txt").write_text("the hat and the cat. " * 200)
-    try:
-        mirror = f"http://127.0.0.1:{server.server_port}"
+    with helpers.serve_folder(models.parent) as mirror:
         out = run_example("finetune_124m.py", "--tiny", "--dataset", "tiny.txt", cwd=tmp_path,
                           env={"GPT2_SIMPLE_PLUS_BASE_URL": mirror})
-    finally:
-        server.shutdown()
-        server.server_close()
     for name in OPENAI_FILES:
         assert (tmp_path / "models" / "124M" / name).read_bytes() == \
             (models / "124M" / name).read_bytes()

@@ -26,7 +26,7 @@ from gpt2_simple_plus.decoding import Decoder
 from gpt2_simple_plus.encoder import get_encoder
 from gpt2_simple_plus.generation import decoder_for
 from gpt2_simple_plus.sampling import top_k_logits, top_p_logits
-from test_sampling import FakeModel, assert_same_nucleus, np_top_k, np_top_p
+from helpers import FakeModel, assert_same_nucleus, np_top_k, np_top_p
 
 TEXT = "The cat sat on the mat. Then the dog ran in, and out of the house.\nThe end!"
 DELIM = "=" * 20 + "\n"
@@ -38,7 +38,7 @@ def encoder(tiny_model_dir):
 
 
 def fake_session(encoder, folder, text=TEXT, **fake_args):
-    """A session holding a fake that spells ``text`` (see test_sampling.FakeModel).
+    """A session holding a fake that spells ``text`` (see helpers.FakeModel).
 
     Its decoder is registered traced without XLA (the same loop, compiled 5x
     faster); generate() over XLA is tested with the tiny GPT-2 below."""

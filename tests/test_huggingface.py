@@ -13,7 +13,7 @@ from gpt2_simple_plus import huggingface
 from gpt2_simple_plus.download import download_gpt2, is_gpt2_downloaded
 from gpt2_simple_plus.errors import DownloadError, ModelNotFoundError
 from gpt2_simple_plus.hparams import hparams_for
-from test_download import FileServer  # the loopback server with fault injection
+from helpers import FileServer  # the loopback server with fault injection
 
 REPO = "tester/tiny-gpt2"
 CONVERTED = ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",

@@ -10,12 +10,12 @@ padding, stopping and streaming can be checked token for token, and its
 is a die with known logits, for statistical checks of the whole loop.
 """
 
-import types
-
 import numpy as np
 import pytest
 
 import helpers
+from helpers import (FakeModel, assert_same_nucleus, calls_during, np_softmax,
+                     np_top_k, np_top_p)
 import tensorflow as tf
 
 from gpt2_simple_plus.decoding import Decoder
@@ -26,74 +26,8 @@ from gpt2_simple_plus.sampling import (NEG_INF, SamplingConfig, categorical, fil
                                        top_p_logits, uniform)
 
 
-class FakeModel(tf.Module):
-    """A "model" whose next token is ``ids[(p + 1) % len(ids)]`` for a token at
-    position ``p`` (counted from the first real token of the row, as GPT-2's
-    positions are): its logits are ``base + score * one_hot(that token)``.
-
-    With a large ``score`` it spells ``ids`` at any temperature; with
-    ``score=0`` it draws from ``softmax(base)`` at every step. ``calls``
-    counts the forward passes that really ran (one per prefill, one per
-    decode step), also inside compiled loops.
-    """
-
-    def __init__(self, ids, n_vocab, *, n_ctx=64, score=1e4, base=None):
-        super().__init__()
-        self.hparams = types.SimpleNamespace(n_ctx=n_ctx, n_vocab=n_vocab, n_layer=0, n_embd=0)
-        self.ids = tf.constant(ids, tf.int32)
-        self.score = float(score)
-        self.base = tf.constant(np.zeros(n_vocab) if base is None else base, tf.float32)
-        self.calls = tf.Variable(0, dtype=tf.int32, trainable=False)
-
-    def empty_cache(self, batch, length):
-        return tf.zeros([batch, length], tf.int32)  # carried through the loop, never read
-
-    def forward(self, tokens, *, cache=None, pos=0, pad=None):
-        self.calls.assign_add(1)
-        tokens = tf.convert_to_tensor(tokens, tf.int32)
-        p = tf.range(tf.shape(tokens)[1])[None, :] + tf.cast(pos, tf.int32)
-        if pad is not None:
-            p = tf.maximum(p - tf.cast(pad, tf.int32)[:, None], 0)
-        following = tf.gather(self.ids, (p + 1) % self.ids.shape[0])
-        depth = self.base.shape[0]
-        return self.base + self.score * tf.one_hot(following, depth), cache
-
-    def logits(self, h):
-        return h
-
-
-def calls_during(model, fn):
-    before = int(model.calls.numpy())
-    result = fn()
-    return result, int(model.calls.numpy()) - before
-
-
 # ---------------------------------------------------------------------------
 # gpt-2-simple's rules (gpt_2_simple/src/sample.py), rewritten in NumPy.
-
-def np_top_k(logits, k):
-    if k == 0:
-        return logits
-    kth = -np.sort(-logits, axis=-1)[:, k - 1:k]
-    return np.where(logits < kth, NEG_INF, logits)
-
-
-def np_softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def np_exclusive_cumsum_sorted(logits):
-    probs = np_softmax(-np.sort(-logits.astype(np.float64), axis=-1))
-    return np.cumsum(probs, axis=-1) - probs
-
-
-def np_top_p(logits, p):
-    logits_sort = -np.sort(-logits, axis=-1)
-    probs_sums = np_exclusive_cumsum_sorted(logits)
-    logits_masked = np.where(probs_sums < p, logits_sort, 1000.0)
-    min_logits = logits_masked.min(axis=-1, keepdims=True)
-    return np.where(logits < min_logits, NEG_INF, logits)
 
 
 def np_repetition_penalty(logits, seen, penalty):
@@ -123,20 +57,6 @@ def test_top_k_keeps_ties_at_the_kth_value():
     assert (ours > NEG_INF).tolist() == [[False, True, True, False, False],
                                          [False, True, True, True, False],
                                          [True] * 5]
-
-
-def assert_same_nucleus(ours, theirs, logits, p):
-    """Two top-p results agree, except on a row whose cut falls at a token
-    whose cumulative sum is within rounding (1e-6) of ``p``."""
-    cums = np_exclusive_cumsum_sorted(logits)
-    for row in np.nonzero((ours != theirs).any(axis=-1))[0]:
-        for result in (ours, theirs):
-            cutoff = logits[row][result[row] > NEG_INF].min()
-            rank = int((logits[row] > cutoff).sum())
-            near = [abs(cums[row, r] - p) < 1e-6 for r in (rank, rank + 1) if r < cums.shape[1]]
-            assert any(near), f"row {row}: nuclei differ away from p={p}"
-    if p <= 0.99:  # near 1 the long tail puts many tokens within rounding of p
-        assert (ours != theirs).any(axis=-1).sum() <= 1
 
 
 @pytest.mark.parametrize("p", [1e-7, 0.05, 0.3, 0.5, 0.9, 0.99, 0.999999, 1.0])
@@ -494,3 +414,22 @@ def test_greedy_past_the_context_equals_full_forward_passes_over_each_window(pro
     assert smallest_gap > 1e-3
     if length > 64:
         assert len(pieces) >= 3 and len(set(tokens[-40:])) > 10  # kept producing, varied text
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [
+    (0.0, 0, 0.0), (0.0, 40, 0.9), (1.0, 1, 0.0), (1.0, 0, 0.0), (0.5, 5, 0.0), (2.0, 0, 0.8),
+    (1.0, 50, 1e-9), (0.7, 500, 0.0), (0.7, 2000, 0.0)])
+def test_runtime_rules_pick_what_the_fixed_rules_pick(temperature, top_k, top_p):
+    """SamplingConfig(runtime=True) takes the settings as tensors (the SavedModel's
+    inputs) and must draw exactly what the rule fixed at compile time draws."""
+    logits = tf.constant(random_logits(7))
+    seed = tf.constant([11, 3])
+    fixed = next_token(logits, SamplingConfig(temperature=temperature, top_k=top_k,
+                                              top_p=top_p), seed=seed)
+    runtime = tf.function(lambda t, k, p: next_token(
+        logits, SamplingConfig(runtime=True), seed=seed, temperature=t, top_k=k, top_p=p))(
+        tf.constant(temperature), tf.constant(top_k), tf.constant(top_p))
+    np.testing.assert_array_equal(runtime.numpy(), fixed.numpy())
+    if top_k > 1 and top_p == 0 and top_k < 500:
+        tensor_k = top_k_logits(logits, tf.constant(top_k)).numpy()
+        np.testing.assert_array_equal(tensor_k, np_top_k(logits.numpy(), top_k))
