@@ -221,7 +221,8 @@ FINETUNE_FLAGS = {
     "use_memory_saving_gradients": dict(help="less memory, somewhat slower "
                                              "(README: Performance)"),
     "only_train_transformer_layers": dict(help="leave the embeddings as they are"),
-    "optimizer": dict(choices=("adam", "adamw", "sgd"), help="how the weights move"),
+    "optimizer": dict(choices=lambda: module_constant("optimizers", "OPTIMIZERS"),
+                      help="how the weights move"),
     "overwrite": dict(help="delete the run's old checkpoints first"),
     "hparams": dict(type=str, help="train from scratch: a size (tiny, mini, small, 124M ...) "
                          "or an hparams.json; needs --vocab_dir"),
@@ -260,6 +261,29 @@ class Parameter:
         return f"Parameter({self.name!r}, default={self.default!r})"
 
 
+def _module_tree(module):
+    import ast
+
+    spec = importlib.util.find_spec(f"gpt2_simple_plus.{module}")
+    with open(spec.origin, encoding="utf-8") as f:
+        return ast.parse(f.read())
+
+
+def module_constant(module, name):
+    """The value of ``module.name``, a plain constant, read from the module's source.
+
+        >>> "adam" in module_constant("optimizers", "OPTIMIZERS")
+        True
+    """
+    import ast
+
+    for node in _module_tree(module).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name
+                                                for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise KeyError(f"{module}.{name}")
+
+
 def function_parameters(module, function):
     """The :class:`Parameter` list of ``module.function``, read from the module's
     source (``import``-free, so the command line answers before TensorFlow loads).
@@ -269,9 +293,7 @@ def function_parameters(module, function):
     """
     import ast
 
-    spec = importlib.util.find_spec(f"gpt2_simple_plus.{module}")
-    with open(spec.origin, encoding="utf-8") as f:
-        tree = ast.parse(f.read())
+    tree = _module_tree(module)
     node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
     doc = ast.get_docstring(node) or ""
     args = node.args
@@ -329,6 +351,8 @@ def _add_parameter(group, param, overrides):
     says the command line's), its type from the default, its help from the docstring."""
     options = dict(default=param.default, help=param.help or f"see finetune's {param.name}")
     options.update(overrides)
+    if callable(options.get("choices")):  # read from the package when the parser is built
+        options["choices"] = tuple(options["choices"]())
     if isinstance(options["default"], bool) or options.get("type") is _bool:
         options.pop("type", None)
         _flag(group, f"--{param.name}", **options)
