@@ -146,7 +146,7 @@ def test_jsonl_string_labels_progress_lines_and_continue_training(tiny_model_dir
 def test_interrupting_saves_what_was_trained(tiny_model_dir, tmp_path, monkeypatch, capsys):
     from gpt2_simple_plus import classifier
 
-    calls, pad = [], classifier._pad
+    calls, pad = [], classifier.pad_right
 
     def pad_then_stop(*args):
         calls.append(1)
@@ -154,7 +154,7 @@ def test_interrupting_saves_what_was_trained(tiny_model_dir, tmp_path, monkeypat
             raise KeyboardInterrupt
         return pad(*args)
 
-    monkeypatch.setattr(classifier, "_pad", pad_then_stop)
+    monkeypatch.setattr(classifier, "pad_right", pad_then_stop)
     result = gpt2.finetune_classifier(
         gpt2.start_tf_sess(), keyword_texts(20, seed=6), model_name="tiny",
         model_dir=os.path.dirname(tiny_model_dir), checkpoint_dir=str(tmp_path), steps=50,
