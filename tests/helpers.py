@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from gpt2_simple_plus import _examples
+from gpt2_simple_plus.encoder import bytes_to_unicode  # noqa: F401 (the interop tests use it)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GPT2_VOCAB_DIR = os.environ.get(
