@@ -244,7 +244,7 @@ FINETUNE_FLAGS = {
     "precision": dict(choices=("float32", "bfloat16", "float16"),
                       help="float16/bfloat16 on GPUs and TPUs that are fast at them"),
     "jit_compile": dict(type=_bool, help="compile the step with XLA (default: automatic)"),
-    "strategy": dict(choices=("multiworker", "mirrored"),
+    "strategy": dict(choices=lambda: module_constant("distributed", "STRATEGY_NAMES"),
                      help="multiworker: train across the machines TF_CONFIG lists (run the same "
                           "command on each); mirrored: across this machine's GPUs"),
 }
