@@ -44,6 +44,7 @@ import uuid
 from importlib import resources
 
 from .errors import Gpt2Error
+from .padding import length_bucket
 
 API_KEY_ENV = "GPT2_SIMPLE_PLUS_API_KEY"
 STREAM_CHUNK = 4  # tokens per compiled call: how often a streamed text grows
@@ -340,10 +341,7 @@ def _cut_at_stop(text, stops):
 
 def _bucket(rows, max_batch):
     """Rows padded to a power of two (at most ``max_batch``), so few shapes are compiled."""
-    size = 1
-    while size < rows:
-        size *= 2
-    return max(rows, min(size, max_batch))
+    return max(rows, length_bucket(rows, max_batch, smallest=1))
 
 
 class Worker:
