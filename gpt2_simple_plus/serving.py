@@ -903,8 +903,8 @@ def serve(sess=None, *, run_name="run1", checkpoint_dir="checkpoint", model_name
     ``server.stop()``.
 
         >>> import gpt2_simple_plus as gpt2
-        >>> from gpt2_simple_plus.teaching import _example_session
-        >>> server = gpt2.serve(_example_session(), port=0, background=True)
+        >>> from gpt2_simple_plus._examples import example_session
+        >>> server = gpt2.serve(example_session(), port=0, background=True)
         ... # doctest: +ELLIPSIS
         Serving ... at http://127.0.0.1:...
         >>> import json, urllib.request

@@ -30,7 +30,8 @@ import helpers
 import gpt2_simple_plus as gpt2
 from gpt2_simple_plus import checkpoints, distributed, training
 from gpt2_simple_plus.data import load_dataset
-from gpt2_simple_plus.encoder import _example_folder, get_encoder
+from gpt2_simple_plus._examples import example_vocab
+from gpt2_simple_plus.encoder import get_encoder
 from gpt2_simple_plus.errors import TrainingError
 
 pytestmark = pytest.mark.slow
@@ -284,7 +285,7 @@ def test_multiworker_without_tf_config_says_how_to_set_it(monkeypatch):
 
 
 def test_a_worker_other_than_the_chief_reads_the_cache_but_never_writes_one(tmp_path):
-    enc = get_encoder(_example_folder())
+    enc = get_encoder(example_vocab())
     (tmp_path / "data.txt").write_text(TEXT)
     run = tmp_path / "run"
     run.mkdir()
@@ -331,7 +332,7 @@ def test_the_command_line_flag_hands_the_strategy_name_to_finetune(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.txt").write_text(TEXT)
     assert cli.main(["finetune", "--dataset", "a.txt", "--hparams", "tiny", "--vocab_dir",
-                     _example_folder(), "--strategy", "multiworker"]) == 0
+                     example_vocab(), "--strategy", "multiworker"]) == 0
     assert seen["strategy"] == "multiworker"
     assert cli.parse(["finetune", "--dataset", "a.txt"]).strategy is None
     with pytest.raises(SystemExit):
