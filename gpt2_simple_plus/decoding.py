@@ -58,19 +58,20 @@ def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on
     :mod:`~gpt2_simple_plus.export` traces the same function (``portable=True``:
     core TensorFlow ops only, see :func:`~gpt2_simple_plus.model.update_slice`).
 
-    ``loop(cache, logits, pos, pad, seen, steps, seed, step0, temperature, top_k,
-    top_p, penalty, stops, done)`` returns ``(cache, logits, out, i, done, seen)``:
+    ``loop(cache, logits, pos, pad, seen, steps, seed, step0, temperature, top_p,
+    penalty, stops, done, top_k=None)`` returns ``(cache, logits, out, i, done, seen)``:
     ``out`` holds ``[batch, out_len]`` new ids (``-2`` past ``i``, the steps
     taken). Step ``i`` draws with seed ``seed + [0, step0 + i]``; ``stops`` are the
     stop sequences (see :func:`_stop_tensor`), and a row is ``done`` once one ended.
+    ``top_k`` is read only by a ``runtime`` rule; a fixed rule has its own.
     """
     penalize = config.repetition_penalty != 1.0
     n_stop, stop_width = stop_shape
     margin = max(stop_width - 1, 0)  # room before the output so a stop window never underflows
     portable_arg = {"portable": True} if portable else {}  # test models need not take it
 
-    def loop(cache, logits, pos, pad, seen, steps, seed, step0, temperature, top_k, top_p,
-             penalty, stops, done):
+    def loop(cache, logits, pos, pad, seen, steps, seed, step0, temperature, top_p, penalty,
+             stops, done, top_k=None):
         if on_trace is not None:
             on_trace()
         batch = logits.shape[0]  # static in the Decoder: each batch size has its own loop
@@ -218,7 +219,7 @@ class Decoder:
                 cache, logits, out, n, _, seen = loop(
                     cache, logits, tf.constant(pos, tf.int32), pad, seen, tf.constant(steps),
                     seed, tf.constant(step), tf.constant(config.temperature or 1.0, tf.float32),
-                    tf.constant(config.top_k, tf.int32), tf.constant(config.top_p, tf.float32),
+                    tf.constant(config.top_p, tf.float32),
                     tf.constant(config.repetition_penalty, tf.float32), stops,
                     tf.constant(finished))  # rows stopped in an earlier call count as done
                 n = int(n)
