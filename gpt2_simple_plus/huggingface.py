@@ -32,11 +32,12 @@ from urllib.parse import quote
 
 import numpy as np
 
-from .errors import DownloadError
+from .errors import DownloadError, ModelNotFoundError
 from .fetch import Fetcher, Invalid, check_json, check_not_html, check_text
 from .files import write_bytes_atomic
 # repo_for and folder_name_for_repo are also read from here by older code.
-from .folders import CONVERTED_FILES, folder_name_for_repo, repo_for  # noqa: F401
+from .folders import (CONVERTED_FILES, folder_name_for_repo, model_folder_name,  # noqa: F401
+                      repo_for)
 from .hparams import HParams
 
 HF_ENDPOINT = "https://huggingface.co"
@@ -491,12 +492,12 @@ def save_transformers(path, weights, hparams, vocab_folder):
     interrupted export leaves whole files. transformers is not needed here.
 
         >>> import os, tempfile
-        >>> from gpt2_simple_plus.encoder import _example_folder
+        >>> from gpt2_simple_plus._examples import example_vocab
         >>> from gpt2_simple_plus.hparams import hparams_for
         >>> from gpt2_simple_plus.model import random_weights
         >>> hp = hparams_for("tiny", n_vocab=262)
         >>> out = save_transformers(tempfile.mkdtemp(), random_weights(hp, 0), hp,
-        ...                         _example_folder())
+        ...                         example_vocab())
         >>> sorted(os.listdir(out))  # doctest: +NORMALIZE_WHITESPACE
         ['config.json', 'generation_config.json', 'merges.txt', 'model.safetensors',
          'special_tokens_map.json', 'tokenizer_config.json', 'vocab.json']
@@ -528,7 +529,7 @@ def save_transformers(path, weights, hparams, vocab_folder):
                        ("merges.txt", merges.encode("utf-8")),
                        ("tokenizer_config.json", as_json(tokenizer_config)),
                        ("special_tokens_map.json", as_json(special))):
-        _write_atomic(os.path.join(path, name), data)
+        write_bytes_atomic(os.path.join(path, name), data)
     return path
 
 
@@ -546,18 +547,17 @@ def import_transformers(path, model_name, model_dir="models"):
     GPT-2 this package computes.
 
         >>> import tempfile
-        >>> from gpt2_simple_plus.encoder import _example_folder
+        >>> from gpt2_simple_plus._examples import example_vocab
         >>> from gpt2_simple_plus.hparams import hparams_for
         >>> from gpt2_simple_plus.model import random_weights
         >>> hp = hparams_for("tiny", n_vocab=262)
         >>> hf = save_transformers(tempfile.mkdtemp(), random_weights(hp, 0), hp,
-        ...                        _example_folder())
+        ...                        example_vocab())
         >>> folder = import_transformers(hf, "my-gpt2", model_dir=tempfile.mkdtemp())
         >>> sorted(os.listdir(folder))  # doctest: +NORMALIZE_WHITESPACE
         ['checkpoint', 'encoder.json', 'hparams.json', 'model.ckpt.data-00000-of-00001',
          'model.ckpt.index', 'vocab.bpe']
     """
-    from .download import model_folder_name
     from .errors import CheckpointError
 
     folder = os.path.join(model_dir, model_folder_name(model_name))
@@ -574,6 +574,6 @@ def import_transformers(path, model_name, model_dir="models"):
             f"tokenizer.save_pretrained({path!r}).")
     try:
         convert_to_openai_layout(path, folder)
-    except (DownloadError, _Invalid) as why:
+    except (DownloadError, Invalid) as why:
         raise CheckpointError(f"Cannot convert {path!r}: {why}.") from None
     return folder
