@@ -327,3 +327,16 @@ def assert_same_nucleus(ours, theirs, logits, p):
             assert any(near), f"row {row}: nuclei differ away from p={p}"
     if p <= 0.99:  # near 1 the long tail puts many tokens within rounding of p
         assert (ours != theirs).any(axis=-1).sum() <= 1
+
+
+def np_repetition_penalty(logits, seen, penalty):
+    """Hugging Face's RepetitionPenaltyLogitsProcessor."""
+    return np.where(seen, np.where(logits < 0, logits * penalty, logits / penalty), logits)
+
+
+def assert_frequencies(draws, probs, n_vocab):
+    """Empirical frequencies within 5 standard errors of ``probs`` (plus 0.002)."""
+    freq = np.bincount(np.asarray(draws).ravel(), minlength=n_vocab) / np.size(draws)
+    tolerance = 5 * np.sqrt(probs * (1 - probs) / np.size(draws)) + 2e-3
+    assert (np.abs(freq - probs) <= tolerance).all(), (freq.round(4), probs.round(4))
+    return freq

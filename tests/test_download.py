@@ -12,8 +12,7 @@ import helpers
 from helpers import HTML, FileServer
 from gpt2_simple_plus import download
 from gpt2_simple_plus import fetch as fetcher_module
-from gpt2_simple_plus.download import (BASE_URL_ENV, OPENAI_FILES, download_gpt2,
-                                       is_gpt2_downloaded, model_folder_name)
+from gpt2_simple_plus.download import BASE_URL_ENV, OPENAI_FILES, download_gpt2, is_gpt2_downloaded
 from gpt2_simple_plus.errors import DownloadError, ModelNotFoundError
 
 DATA = "model.ckpt.data-00000-of-00001"
@@ -300,17 +299,6 @@ def test_unknown_openai_model_name_is_refused_before_any_network():
         download_gpt2("unused", "999M")
     with pytest.raises(ModelNotFoundError, match="plain folder name"):
         download_gpt2("unused", "../evil", base_url="http://127.0.0.1:9")
-
-
-def test_folder_names_follow_the_documented_decision():
-    assert model_folder_name("124M") == model_folder_name("gpt2") == "124M"
-    assert model_folder_name("gpt2-xl") == "1558M"
-    assert model_folder_name("gpt2", source="huggingface") == "hf-openai-community--gpt2"
-    assert model_folder_name("345M", source="huggingface") == "hf-openai-community--gpt2-medium"
-    assert model_folder_name("distilgpt2") == "distilgpt2"
-    assert model_folder_name("hf:someone/my-gpt2") == "hf-someone--my-gpt2"
-    with pytest.raises(ModelNotFoundError):
-        model_folder_name("hf:not-a-repo")
 
 
 def test_is_gpt2_downloaded_tells_the_truth(tmp_path, release):
