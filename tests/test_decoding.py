@@ -1,0 +1,236 @@
+"""The decode loop (:class:`Decoder`), tested without weights.
+
+The loop is driven by :class:`helpers.FakeModel`, which "spells" a known token
+sequence (keras-hub's habit): whatever the sampling rule, its output is known in
+advance, so the loop's padding, stopping and streaming can be checked token for
+token, and its ``calls`` counter shows how many steps really ran. With
+``score=0`` the fake is a die with known logits, for statistical checks of the
+whole loop. A tiny GPT-2 checks the window that slides past the context.
+"""
+
+import numpy as np
+import pytest
+
+import helpers
+from helpers import FakeModel, assert_frequencies, calls_during, np_repetition_penalty, np_softmax
+
+from gpt2_simple_plus.decoding import Decoder
+from gpt2_simple_plus.hparams import hparams_for
+from gpt2_simple_plus.model import GPT2
+from gpt2_simple_plus.sampling import SamplingConfig
+
+
+# ---------------------------------------------------------------------------
+# The decode loop, driven by the fake.
+
+SPELL = list(range(10, 40))  # the fake spells 10, 11, ..., 39, 10, 11, ...
+GREEDY = SamplingConfig(temperature=0.0)
+WARM = SamplingConfig(temperature=0.7)
+
+
+def spelled_after(prompt_len, n):
+    return [SPELL[(prompt_len + i) % len(SPELL)] for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def speller():
+    return FakeModel(SPELL, 50)
+
+
+@pytest.fixture(scope="module")
+def spell_decoder(speller):
+    # Traced without XLA: the loop's logic is the same and compiles 5x faster.
+    # The XLA path is checked by test_xla_loop_stops_too and the GPT-2 tests.
+    return Decoder(speller, jit_compile=False)
+
+
+@pytest.mark.parametrize("config", [GREEDY, WARM, SamplingConfig(temperature=1.5, top_k=5),
+                                    SamplingConfig(temperature=1.0, top_p=0.9)])
+def test_the_fake_is_spelled_whatever_the_rule(spell_decoder, config):
+    rows = spell_decoder.generate([SPELL[:3], SPELL[:1], SPELL[:20]], 12, config, seed=4)
+    assert rows == [spelled_after(3, 12), spelled_after(1, 12), spelled_after(20, 12)]
+
+
+def test_a_step_is_one_forward_pass(spell_decoder, speller):
+    rows, calls = calls_during(speller, lambda: spell_decoder.generate([SPELL[:3]], 10, WARM))
+    assert rows == [spelled_after(3, 10)]
+    assert calls == 1 + 10  # the prompt in one pass, then one pass per new token
+
+
+@pytest.mark.parametrize("stop", [[[17]], [[16, 17]], [[99], [17]]])
+def test_a_stop_sequence_ends_the_row_and_the_loop(spell_decoder, speller, stop):
+    rows, calls = calls_during(speller, lambda: spell_decoder.generate(
+        [SPELL[:3]], 20, WARM, stop_sequences=stop))
+    assert rows == [[13, 14, 15, 16, 17]]  # kept up to and including the stop sequence
+    assert calls == 1 + 5, "the loop ran on after every row had stopped"
+
+
+def test_rows_stop_each_at_its_own_stop_and_the_loop_at_the_last(spell_decoder, speller):
+    rows, calls = calls_during(speller, lambda: spell_decoder.generate(
+        [SPELL[:3], SPELL[:1]], 20, GREEDY, stop_sequences=[[17]]))
+    assert rows == [[13, 14, 15, 16, 17], [11, 12, 13, 14, 15, 16, 17]]
+    assert calls == 1 + 7
+
+
+def test_xla_loop_stops_too():
+    speller = FakeModel(SPELL, 50)
+    decoder = Decoder(speller, jit_compile=True)
+    rows, calls = calls_during(speller, lambda: decoder.generate(
+        [SPELL[:3], SPELL[:1]], 20, WARM, stop_sequences=[[16, 17]]))
+    assert rows == [[13, 14, 15, 16, 17], [11, 12, 13, 14, 15, 16, 17]]
+    assert calls == 1 + 7
+
+
+def test_a_stop_sequence_split_between_chunks_is_found(spell_decoder):
+    pieces = list(spell_decoder.stream([SPELL[:3]], 20, WARM, stop_sequences=[[15, 16, 17]],
+                                       chunk=2))
+    assert [p[0] for p in pieces] == [[13, 14], [15, 16], [17]]
+
+
+def test_a_row_that_stopped_in_an_earlier_chunk_does_not_keep_the_loop_going(spell_decoder,
+                                                                             speller):
+    # chunk=4: row 0 stops at its 4th token (end of chunk 1), row 1 at its 6th (chunk 2)
+    pieces, calls = calls_during(speller, lambda: list(spell_decoder.stream(
+        [SPELL[:3], SPELL[:1]], 20, GREEDY, stop_sequences=[[16]], chunk=4)))
+    assert [sum((p[r] for p in pieces), []) for r in range(2)] == [[13, 14, 15, 16],
+                                                                   [11, 12, 13, 14, 15, 16]]
+    assert calls == 1 + 6, "chunk 2 ran to its end although every row had stopped"
+
+
+@pytest.fixture(scope="module")
+def eager_tiny_decoder():
+    # Not XLA-compiled, to save compile time: test_generation streams through XLA.
+    return Decoder(GPT2(hparams_for("tiny", n_vocab=50), seed=1), jit_compile=False)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 7])
+def test_stream_pieces_add_up_to_generate(eager_tiny_decoder, chunk):
+    decoder = eager_tiny_decoder
+    config = SamplingConfig(temperature=1.0)
+    whole = decoder.generate([[1, 2, 3], [4]], 30, config, seed=9)
+    pieces = list(decoder.stream([[1, 2, 3], [4]], 30, config, seed=9, chunk=chunk))
+    assert [sum((p[r] for p in pieces), []) for r in range(2)] == whole
+    assert len(pieces) == (1 if chunk is None else -(-30 // chunk))
+    assert len(set(whole[0])) > 5  # really sampled
+
+
+# ---------------------------------------------------------------------------
+# The loop with known logits: sampling rules see what the model says.
+
+DIE = np.array([1.5, 1.0, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0], np.float32)
+
+
+_die_decoders = {}
+
+
+def die_draws(config, *, rows=64, steps=40, seed=0):
+    """``rows`` x ``steps`` tokens drawn by the loop from a fake whose logits are always DIE."""
+    if "die" not in _die_decoders:  # one decoder for the module: each rule compiles once
+        _die_decoders["die"] = Decoder(FakeModel([0], len(DIE), score=0.0, base=DIE),
+                                       jit_compile=False)
+    out = _die_decoders["die"].generate([[0]] * rows, steps, config, seed=seed)
+    return np.array(out)
+
+
+def test_the_loop_draws_from_softmax_at_each_step():
+    for t in (0.5, 1.0, 2.0):
+        draws = die_draws(SamplingConfig(temperature=t))
+        assert_frequencies(draws, np_softmax(DIE.astype(np.float64) / t), 8)
+    # consecutive steps and neighbouring rows are not copies of each other
+    draws = die_draws(SamplingConfig(temperature=1.0))
+    assert (draws[:, 1:] != draws[:, :-1]).mean() > 0.6
+    assert (draws[1:] != draws[:-1]).mean() > 0.6
+
+
+def test_the_loop_only_draws_the_top_k_including_ties():
+    draws = die_draws(SamplingConfig(temperature=1.0, top_k=2))
+    assert set(np.unique(draws)) == {0, 1, 2}  # 1.0 ties with 1.0: both kept, as gpt-2-simple
+    assert_frequencies(draws, np_softmax(np.array([1.5, 1.0, 1.0] + [-np.inf] * 5)), 8)
+
+
+def test_the_loop_only_draws_the_nucleus():
+    probs = np_softmax(DIE.astype(np.float64))
+    cums = np.cumsum(probs) - probs  # DIE is sorted already
+    for p in (0.3, float(cums[3]) + 1e-4, 0.95):
+        draws = die_draws(SamplingConfig(temperature=1.0, top_p=p))
+        nucleus = int((cums < p).sum())
+        assert set(np.unique(draws)) == set(range(nucleus)), p
+
+
+def test_repetition_penalty_through_the_loop_counts_the_prompt():
+    base = np.array([3.1, 2.5, 2.2, 1.7, 1.1, 0.4, -1.0, -2.0], np.float32)
+
+    def expected(prompt, n, penalty):
+        seen, out = set(prompt), []
+        for _ in range(n):
+            logits = np_repetition_penalty(base, np.isin(np.arange(8), list(seen)), penalty)
+            out.append(int(np.argmax(logits)))
+            seen.add(out[-1])
+        return out
+
+    die = FakeModel([0], 8, score=0.0, base=base)
+    decoder = Decoder(die, jit_compile=False)
+    for prompt in ([0], [5], [1, 2, 6]):
+        config = SamplingConfig(temperature=0.0, repetition_penalty=2.0)
+        rows = decoder.generate([prompt], 12, config)
+        assert rows == [expected(prompt, 12, 2.0)], prompt
+    assert decoder.generate([[0]], 3, GREEDY) == [[0, 0, 0]]  # no penalty: argmax forever
+    first = decoder.generate([[0], [5]], 1, SamplingConfig(temperature=0.0,
+                                                           repetition_penalty=2.0))
+    assert first == [[1], [0]]  # a token in the prompt is already penalised
+
+
+# ---------------------------------------------------------------------------
+# Longer than the context: the window slides.
+
+def decisive_model(seed, scale=8.0, n_vocab=277):
+    """A random tiny GPT-2 (n_ctx 64) with sharpened weights, so greedy picks
+    are far apart (no near-ties) and the text varies."""
+    hparams = hparams_for("tiny", n_vocab=n_vocab)
+    weights = helpers.decisive_weights(hparams, seed, scale)
+    return GPT2(hparams, weights)
+
+
+def window_context_length(history_len, remaining, n_ctx, keep):
+    """How many recent tokens a window re-reads (the decoder's policy): all of
+    them when the rest of the generation fits, else as many as leave room for
+    it, but at least ``keep``, rounded down to the prompt bucket (16) so the
+    window keeps room to generate, and at most ``n_ctx - 1``."""
+    if history_len + remaining <= n_ctx:
+        return history_len
+    budget = max(n_ctx - remaining, keep) // 16 * 16 or keep
+    return min(budget, n_ctx - 1)
+
+
+@pytest.mark.parametrize("prompt_len,length", [(70, 100)])
+def test_greedy_past_the_context_equals_full_forward_passes_over_each_window(prompt_len, length):
+    """What is checked: generation runs window by window (one ``stream`` piece
+    each, with ``chunk=None``). A window starts from the last L tokens of
+    everything so far (L from :func:`window_context_length`, n_ctx 64, keep
+    32), and each of its tokens is the argmax of a plain forward pass, no
+    cache and no padding, over those L tokens plus the window's tokens before
+    it (one causal pass over the whole window gives all of them). Every token
+    is checked; the reference's best and second-best logits are at least 1e-3
+    apart, so float differences cannot flip a pick."""
+    model = decisive_model(3, scale=16.0)  # greedy text that does not settle into a loop
+    decoder = Decoder(model)
+    prompt = [int(t) for t in np.random.default_rng(prompt_len).integers(0, 277, prompt_len)]
+    pieces = [p[0] for p in decoder.stream([prompt], length, GREEDY)]
+    tokens = sum(pieces, [])
+    assert len(tokens) == length
+    assert decoder.generate([prompt], length, GREEDY) == [tokens]
+
+    history, smallest_gap = list(prompt), np.inf
+    for piece in pieces:
+        n = window_context_length(len(history), length - (len(history) - prompt_len), 64, 32)
+        window = history[-n:] + piece
+        assert len(window) <= 64
+        # one causal pass over the window: position n - 1 + i predicts the piece's token i
+        logits = model([window]).numpy()[0, n - 1:-1]
+        top2 = np.sort(logits, axis=-1)[:, -2:]
+        smallest_gap = min(smallest_gap, float((top2[:, 1] - top2[:, 0]).min()))
+        assert piece == np.argmax(logits, axis=-1).tolist(), (len(history), n)
+        history += piece
+    assert smallest_gap > 1e-3
+    if length > 64:
+        assert len(pieces) >= 3 and len(set(tokens[-40:])) > 10  # kept producing, varied text
