@@ -2,14 +2,18 @@
 subprocess runners. No test file imports another; they all import this."""
 
 import contextlib
+import csv
 import functools
 import hashlib
 import http.server
 import importlib.util
+import json
 import os
+import random
 import re
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import types
@@ -340,3 +344,125 @@ def assert_frequencies(draws, probs, n_vocab):
     tolerance = 5 * np.sqrt(probs * (1 - probs) / np.size(draws)) + 2e-3
     assert (np.abs(freq - probs) <= tolerance).all(), (freq.round(4), probs.round(4))
     return freq
+
+
+# ---------------------------------------------------------------------------
+# Hugging Face repositories, written by hand
+
+def hf_tensors(hp, *, prefix="transformer.", seed=0):
+    """Random GPT-2 tensors under Hugging Face's names (written out by hand, independently of
+    the converter), with the mask buffers and the tied lm_head that real checkpoints carry."""
+    rng = np.random.default_rng(seed)
+    e = hp.n_embd
+
+    def rand(*shape, mean=0.0):
+        return (mean + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+
+    t = {prefix + "wte.weight": rand(hp.n_vocab, e), prefix + "wpe.weight": rand(hp.n_ctx, e)}
+    for i in range(hp.n_layer):
+        p = f"{prefix}h.{i}."
+        t.update({
+            p + "ln_1.weight": rand(e, mean=1.0), p + "ln_1.bias": rand(e),
+            p + "attn.c_attn.weight": rand(e, 3 * e), p + "attn.c_attn.bias": rand(3 * e),
+            p + "attn.c_proj.weight": rand(e, e), p + "attn.c_proj.bias": rand(e),
+            p + "ln_2.weight": rand(e, mean=1.0), p + "ln_2.bias": rand(e),
+            p + "mlp.c_fc.weight": rand(e, 4 * e), p + "mlp.c_fc.bias": rand(4 * e),
+            p + "mlp.c_proj.weight": rand(4 * e, e), p + "mlp.c_proj.bias": rand(e),
+            p + "attn.bias": np.tril(np.ones((hp.n_ctx, hp.n_ctx), np.float32))[None, None],
+            p + "attn.masked_bias": np.array(-1e4, np.float32),
+        })
+    t.update({prefix + "ln_f.weight": rand(e, mean=1.0), prefix + "ln_f.bias": rand(e)})
+    t["lm_head.weight"] = t[prefix + "wte.weight"].copy()
+    return t
+
+
+def config_for(hp, **extra):
+    config = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+              "vocab_size": hp.n_vocab, "n_positions": hp.n_ctx, "n_ctx": hp.n_ctx,
+              "n_embd": hp.n_embd, "n_head": hp.n_head, "n_layer": hp.n_layer,
+              "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}
+    config.update(extra)
+    return json.dumps(config).encode()
+
+
+def repo_files(repo, files, revision="main"):
+    return {f"/{repo}/resolve/{revision}/{name}": data for name, data in files.items()}
+
+
+# ---------------------------------------------------------------------------
+# Labelled texts for the classifier
+
+FILLER = ("the a big small day was and we saw it very good old new red blue on in at of to my"
+          .split())
+KEYWORDS = {"apple": "fruit", "river": "water", "guitar": "music"}  # chance is 1 in 3
+
+
+def keyword_texts(n, seed):
+    """Texts of 4-9 words, one of which is a keyword; the label is the keyword's topic."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for _ in range(n):
+        keyword = rng.choice(sorted(KEYWORDS))
+        words = rng.choices(FILLER, k=rng.randint(3, 8))
+        words.insert(rng.randint(0, len(words)), keyword)
+        texts.append(" ".join(words))
+        labels.append(KEYWORDS[keyword])
+    return texts, labels
+
+
+def write_csv(path, texts, labels, columns=("text", "label")):
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(zip(texts, labels))
+    return str(path)
+
+
+def write_jsonl(path, texts, labels, columns=("text", "label")):
+    with open(path, "w", encoding="utf-8") as f:
+        for text, label in zip(texts, labels):
+            f.write(json.dumps({columns[0]: text, columns[1]: label}) + "\n")
+    return str(path)
+
+
+# ---------------------------------------------------------------------------
+# gpt-2-simple in a child process (importing it switches off eager execution)
+
+PROMPT = [464, 2068, 7586, 21831, 18045, 625, 262]  # "The quick brown fox jumps over the"
+
+
+TOKENS = PROMPT + [16931, 3290, 13, 50256, 0, 50255, 1212, 318, 257, 1332, 11, 290, 340, 2499]
+
+
+def run_gpt2_simple(code, cwd, **args):
+    """Run ``code`` with gpt-2-simple in a child process; ``ARGS`` holds ``args``.
+    Returns the child's RESULT (parsed) and its stdout."""
+    prelude = f"import json\nARGS = json.loads({json.dumps(args)!r})\n"
+    proc = run_python(prelude + textwrap.dedent(code), cwd=str(cwd), timeout=300)
+    assert proc.returncode == 0, (
+        f"gpt-2-simple child failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n"
+        f"{proc.stderr[-4000:]}")
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):]), proc.stdout
+    raise AssertionError(f"no RESULT line in the child's output:\n{proc.stdout[-2000:]}")
+
+
+FINETUNE = """
+import numpy as np
+import tensorflow as tf
+import gpt_2_simple as gpt2
+from gpt_2_simple.src import model
+
+sess = gpt2.start_tf_sess()
+gpt2.finetune(sess, "data.txt", model_name="tiny", model_dir="models", steps=2, run_name="run1",
+              checkpoint_dir="checkpoint", sample_every=1000, save_every=1000, print_every=1,
+              accumulate_gradients=1, batch_size=1)
+hparams = model.default_hparams()
+with open("checkpoint/run1/hparams.json") as f:
+    hparams.override_from_dict(json.load(f))
+X = tf.compat.v1.placeholder(tf.int32, [1, None])
+logits = model.model(hparams=hparams, X=X, reuse=True)["logits"]  # the trained variables
+np.save("logits.npy", sess.run(logits, {X: [ARGS["tokens"]]}))
+print("RESULT {}")
+"""

@@ -1,10 +1,8 @@
 """Classification fine-tuning: a tiny GPT-2 must really learn which keyword a text holds;
 CSV and JSON-lines inputs, string and int labels, save / reload / classify, bad inputs."""
 
-import csv
 import json
 import os
-import random
 
 import numpy as np
 import pytest
@@ -15,38 +13,7 @@ from gpt2_simple_plus.classifier import load_classifier
 from gpt2_simple_plus.data import read_labelled
 
 import helpers
-
-FILLER = ("the a big small day was and we saw it very good old new red blue on in at of to my"
-          .split())
-KEYWORDS = {"apple": "fruit", "river": "water", "guitar": "music"}  # chance is 1 in 3
-
-
-def keyword_texts(n, seed):
-    """Texts of 4-9 words, one of which is a keyword; the label is the keyword's topic."""
-    rng = random.Random(seed)
-    texts, labels = [], []
-    for _ in range(n):
-        keyword = rng.choice(sorted(KEYWORDS))
-        words = rng.choices(FILLER, k=rng.randint(3, 8))
-        words.insert(rng.randint(0, len(words)), keyword)
-        texts.append(" ".join(words))
-        labels.append(KEYWORDS[keyword])
-    return texts, labels
-
-
-def write_csv(path, texts, labels, columns=("text", "label")):
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows(zip(texts, labels))
-    return str(path)
-
-
-def write_jsonl(path, texts, labels, columns=("text", "label")):
-    with open(path, "w", encoding="utf-8") as f:
-        for text, label in zip(texts, labels):
-            f.write(json.dumps({columns[0]: text, columns[1]: label}) + "\n")
-    return str(path)
+from helpers import KEYWORDS, keyword_texts, write_csv, write_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import helpers
 from gpt2_simple_plus.demo import corpus_text
 from gpt2_simple_plus.events import EventsWriter, events_files, read_scalars
 from gpt2_simple_plus.run import Run
-from test_classifier import keyword_texts, write_jsonl
+from helpers import keyword_texts, write_jsonl
 
 LINE = re.compile(r"^\[(\d+) \| [\d.]+\] (.*)$")
 
@@ -114,7 +114,7 @@ def test_overwrite_starts_the_curve_again(tmp_path):
 
 def test_gpt2_simple_run_continued_here_is_one_curve(tmp_path, gpt2_vocab_dir):
     """gpt-2-simple trains steps 1-2 and writes its events file; we continue with 3-4."""
-    from test_interop_gpt2_simple import FINETUNE, TOKENS, run_gpt2_simple
+    from helpers import FINETUNE, TOKENS, run_gpt2_simple
 
     helpers.make_model_dir(str(tmp_path / "models" / "tiny"), vocab_dir=gpt2_vocab_dir,
                            n_ctx=1024, seed=5)

@@ -16,8 +16,7 @@ import helpers
 from gpt2_simple_plus.checkpoints import load_model
 from gpt2_simple_plus.eager import SWITCHED
 from gpt2_simple_plus.hparams import hparams_for
-from helpers import FileServer
-from test_huggingface import config_for, hf_tensors, repo_files
+from helpers import FileServer, config_for, hf_tensors, repo_files
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from gpt2_simple_plus import huggingface
 from gpt2_simple_plus.download import download_gpt2, is_gpt2_downloaded
 from gpt2_simple_plus.errors import DownloadError, ModelNotFoundError
 from gpt2_simple_plus.hparams import hparams_for
-from helpers import FileServer  # the loopback server with fault injection
+from helpers import FileServer, config_for, hf_tensors, repo_files
 
 REPO = "tester/tiny-gpt2"
 CONVERTED = ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
@@ -33,46 +33,6 @@ def vocab(tmp_path_factory):
     n_vocab = helpers.make_tiny_vocab(str(folder))
     return {"n_vocab": n_vocab, "vocab.json": (folder / "encoder.json").read_bytes(),
             "merges.txt": (folder / "vocab.bpe").read_bytes()}
-
-
-def hf_tensors(hp, *, prefix="transformer.", seed=0):
-    """Random GPT-2 tensors under Hugging Face's names (written out by hand, independently of
-    the converter), with the mask buffers and the tied lm_head that real checkpoints carry."""
-    rng = np.random.default_rng(seed)
-    e = hp.n_embd
-
-    def rand(*shape, mean=0.0):
-        return (mean + 0.1 * rng.standard_normal(shape)).astype(np.float32)
-
-    t = {prefix + "wte.weight": rand(hp.n_vocab, e), prefix + "wpe.weight": rand(hp.n_ctx, e)}
-    for i in range(hp.n_layer):
-        p = f"{prefix}h.{i}."
-        t.update({
-            p + "ln_1.weight": rand(e, mean=1.0), p + "ln_1.bias": rand(e),
-            p + "attn.c_attn.weight": rand(e, 3 * e), p + "attn.c_attn.bias": rand(3 * e),
-            p + "attn.c_proj.weight": rand(e, e), p + "attn.c_proj.bias": rand(e),
-            p + "ln_2.weight": rand(e, mean=1.0), p + "ln_2.bias": rand(e),
-            p + "mlp.c_fc.weight": rand(e, 4 * e), p + "mlp.c_fc.bias": rand(4 * e),
-            p + "mlp.c_proj.weight": rand(4 * e, e), p + "mlp.c_proj.bias": rand(e),
-            p + "attn.bias": np.tril(np.ones((hp.n_ctx, hp.n_ctx), np.float32))[None, None],
-            p + "attn.masked_bias": np.array(-1e4, np.float32),
-        })
-    t.update({prefix + "ln_f.weight": rand(e, mean=1.0), prefix + "ln_f.bias": rand(e)})
-    t["lm_head.weight"] = t[prefix + "wte.weight"].copy()
-    return t
-
-
-def config_for(hp, **extra):
-    config = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
-              "vocab_size": hp.n_vocab, "n_positions": hp.n_ctx, "n_ctx": hp.n_ctx,
-              "n_embd": hp.n_embd, "n_head": hp.n_head, "n_layer": hp.n_layer,
-              "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}
-    config.update(extra)
-    return json.dumps(config).encode()
-
-
-def repo_files(repo, files, revision="main"):
-    return {f"/{repo}/resolve/{revision}/{name}": data for name, data in files.items()}
 
 
 def numpy_gpt2(t, tokens, hp, prefix):

@@ -9,13 +9,13 @@ import functools
 import json
 import os
 import shutil
-import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import helpers
+from helpers import FINETUNE, PROMPT, TOKENS, run_gpt2_simple
 from gpt2_simple_plus.checkpoints import (latest_checkpoint, load_model, read_counter,
                                           save_checkpoint)
 from gpt2_simple_plus.hparams import hparams_for
@@ -23,22 +23,6 @@ from gpt2_simple_plus.hparams import hparams_for
 pytestmark = pytest.mark.slow
 
 TINY = dict(n_vocab=50257, n_ctx=64, n_embd=32, n_head=2, n_layer=2)
-PROMPT = [464, 2068, 7586, 21831, 18045, 625, 262]  # "The quick brown fox jumps over the"
-TOKENS = PROMPT + [16931, 3290, 13, 50256, 0, 50255, 1212, 318, 257, 1332, 11, 290, 340, 2499]
-
-
-def run_gpt2_simple(code, cwd, **args):
-    """Run ``code`` with gpt-2-simple in a child process; ``ARGS`` holds ``args``.
-    Returns the child's RESULT (parsed) and its stdout."""
-    prelude = f"import json\nARGS = json.loads({json.dumps(args)!r})\n"
-    proc = helpers.run_python(prelude + textwrap.dedent(code), cwd=str(cwd), timeout=300)
-    assert proc.returncode == 0, (
-        f"gpt-2-simple child failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n"
-        f"{proc.stderr[-4000:]}")
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):]), proc.stdout
-    raise AssertionError(f"no RESULT line in the child's output:\n{proc.stdout[-2000:]}")
 
 
 def greedy(model, prompt, length):
@@ -213,25 +197,6 @@ def test_run_saved_here_loads_in_gpt2_simple_and_generates_the_same_text(tmp_pat
 
 # ---------------------------------------------------------------------------
 # (c) A run written by gpt-2-simple's finetune loads here.
-
-FINETUNE = """
-import numpy as np
-import tensorflow as tf
-import gpt_2_simple as gpt2
-from gpt_2_simple.src import model
-
-sess = gpt2.start_tf_sess()
-gpt2.finetune(sess, "data.txt", model_name="tiny", model_dir="models", steps=2, run_name="run1",
-              checkpoint_dir="checkpoint", sample_every=1000, save_every=1000, print_every=1,
-              accumulate_gradients=1, batch_size=1)
-hparams = model.default_hparams()
-with open("checkpoint/run1/hparams.json") as f:
-    hparams.override_from_dict(json.load(f))
-X = tf.compat.v1.placeholder(tf.int32, [1, None])
-logits = model.model(hparams=hparams, X=X, reuse=True)["logits"]  # the trained variables
-np.save("logits.npy", sess.run(logits, {X: [ARGS["tokens"]]}))
-print("RESULT {}")
-"""
 
 
 def test_run_written_by_gpt2_simple_finetune_loads_here(tmp_path, gpt2_vocab_dir):

@@ -25,7 +25,7 @@ from gpt2_simple_plus.huggingface import save_transformers
 from gpt2_simple_plus.model import random_weights
 from gpt2_simple_plus.sampling import SamplingConfig
 from helpers import FileServer
-from test_huggingface import repo_files
+from helpers import repo_files
 
 TOKENS = [51, 257, 220, 69, 78, 81, 262, 83, 270, 68, 76, 271, 83, 13, 10, 40]
 PROMPTS = ["The for statement", "Return the"]
