@@ -595,10 +595,3 @@ def _read_merges(path):
                                f"space, got {line!r}. Delete it and download the model again.")
         merges.append(pair)
     return merges
-
-
-def _example_folder():
-    """Kept for examples written before ``_examples.example_vocab`` (the same folder)."""
-    from ._examples import example_vocab
-
-    return example_vocab()

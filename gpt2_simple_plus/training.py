@@ -44,6 +44,7 @@ import tensorflow as tf
 from . import checkpoints, distributed, memory
 from .data import Sampler, load_dataset, remove_stale_caches, split_validation, validation_windows
 from .eager import ensure_eager
+from .files import copy_file_atomic
 from .encoder import get_encoder
 from .errors import DatasetError, ModelNotFoundError, TrainingError
 from .hparams import HParams, canonical_model_name, hparams_for, load_hparams, save_hparams
@@ -97,7 +98,8 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
       ``max_checkpoints`` are kept. ``overwrite=True`` deletes the run's old
       checkpoints first.
     * ``use_memory_saving_gradients``: recompute each block in the backward
-      pass instead of storing it (less memory, about a fifth more time on 124M).
+      pass instead of storing it (less memory, somewhat more time: see the README's
+      performance section).
     * ``only_train_transformer_layers``: leave the embeddings unchanged.
     * ``multi_gpu``: data-parallel over every GPU (``tf.distribute.MirroredStrategy``).
     * ``reuse`` is accepted and ignored (there is no global graph to reuse).
@@ -142,13 +144,13 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
     Example (a tiny model trained from scratch on a few lines)::
 
         >>> import os, tempfile, gpt2_simple_plus as gpt2
-        >>> from gpt2_simple_plus.encoder import _example_folder
+        >>> from gpt2_simple_plus._examples import example_vocab
         >>> folder = tempfile.mkdtemp()
         >>> path = os.path.join(folder, "hats.txt")
         >>> _ = open(path, "w").write("the hat " * 200)
         >>> sess = gpt2.start_tf_sess()
         >>> gpt2.finetune(sess, path, model_name=None, hparams="tiny",
-        ...               vocab_dir=_example_folder(), steps=2, seed=0, print_every=10,
+        ...               vocab_dir=example_vocab(), steps=2, seed=0, print_every=10,
         ...               checkpoint_dir=os.path.join(folder, "checkpoint"))  # doctest: +ELLIPSIS
         Memory: about ... GB needed, ... available
         Initialising a new model from random weights: 2 layers, 32 wide, 64-token window
@@ -679,9 +681,7 @@ def _prepare_run_folder(run_dir, model_name, model_dir, hparams, vocab_dir):
         for name in ("encoder.json", "vocab.bpe"):
             src, dst = os.path.join(vocab_dir, name), os.path.join(run_dir, name)
             if os.path.abspath(src) != os.path.abspath(dst):
-                with open(src, "rb") as f, open(dst + ".tmp", "wb") as g:
-                    g.write(f.read())
-                os.replace(dst + ".tmp", dst)
+                copy_file_atomic(src, dst)
         return None, hp
 
     base_dir = os.path.join(model_dir, model_name)
