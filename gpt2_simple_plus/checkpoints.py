@@ -25,6 +25,7 @@ place, and only then does the ``checkpoint`` state file point at it. An
 interrupted save leaves the previous checkpoint in charge.
 """
 
+import glob
 import os
 import re
 import shutil
@@ -46,6 +47,11 @@ MODEL_FILES = ("hparams.json", "encoder.json", "vocab.bpe")
 # Optimizer slots and training state live in a bundle of their own beside the
 # model bundle, so the model files stay exactly what gpt-2-simple writes.
 TRAIN_STATE_PREFIX = "train_state"
+# A LoRA run's adapters (lora.py) live in lora-<step> beside model-<step>.
+LORA_PREFIX = "lora"
+# A merged LoRA checkpoint is written a group of tensors at a time, each group about this
+# big (TensorFlow's sharded save), so it never holds every merged weight in memory.
+SHARD_BYTES = 1 << 30
 
 
 def _read_state_file(folder):
@@ -72,15 +78,36 @@ def _bundle_exists(prefix):
     return os.path.isfile(prefix + ".index")
 
 
-def list_checkpoints(folder):
-    """Prefixes of the complete model checkpoints in ``folder``, oldest first by step."""
+def data_files(prefix):
+    """The data files of the bundle at ``prefix`` (one, or ``.data-0000i-of-0000n`` for a
+    sharded save), or ``[]`` when any of them is missing."""
+    if os.path.isfile(prefix + DATA_SUFFIX):
+        return [prefix + DATA_SUFFIX]
+    counts = {m.group(1) for m in (re.search(r"\.data-\d{5}-of-(\d{5})$", f)
+                                   for f in glob.glob(glob.escape(prefix) + ".data-*")) if m}
+    if len(counts) != 1:
+        return []
+    n = int(counts.pop())
+    files = [f"{prefix}.data-{i:05d}-of-{n:05d}" for i in range(n)]
+    return files if all(os.path.isfile(f) for f in files) else []
+
+
+def is_adapters(prefix):
+    """Whether ``prefix`` names a LoRA adapters bundle (``lora-<step>``), not a model."""
+    return os.path.basename(prefix or "").startswith(LORA_PREFIX + "-")
+
+
+def list_checkpoints(folder, *, adapters=False):
+    """Prefixes of the complete model checkpoints in ``folder``, oldest first by step
+    (with ``adapters=True``, the LoRA adapter bundles ``lora-<step>`` instead)."""
     if not os.path.isdir(folder):
         return []
     found = []
     for name in os.listdir(folder):
-        if name.endswith(".index") and not name.startswith(TRAIN_STATE_PREFIX):
+        if name.endswith(".index") and not name.startswith(TRAIN_STATE_PREFIX) and \
+                is_adapters(name) == adapters:
             prefix = os.path.join(folder, name[: -len(".index")])
-            if os.path.isfile(prefix + DATA_SUFFIX):
+            if data_files(prefix):
                 found.append(prefix)
 
     def step(prefix):
@@ -99,7 +126,7 @@ def latest_checkpoint(folder):
     _, latest = _read_state_file(folder)
     if latest and _bundle_exists(_absolute(folder, latest)):
         return _absolute(folder, latest)
-    found = list_checkpoints(folder)
+    found = list_checkpoints(folder) or list_checkpoints(folder, adapters=True)
     return found[-1] if found else None
 
 
@@ -142,7 +169,7 @@ def find_checkpoint(folder, checkpoint="latest"):
 
 
 def _reader(prefix):
-    if not os.path.isfile(prefix + DATA_SUFFIX):
+    if not data_files(prefix):
         raise CheckpointError(
             f"{prefix}{DATA_SUFFIX} is missing, so the checkpoint {prefix} is incomplete. "
             f"Download the model again or restore an earlier checkpoint."
@@ -213,9 +240,15 @@ class CheckpointWeights:
 
 def read_checkpoint(folder, checkpoint="latest", hparams=None):
     """Weights of a checkpoint as a lazy ``{name: array}`` mapping, validated against ``hparams``
-    (by default the ``hparams.json`` in ``folder``)."""
+    (by default the ``hparams.json`` in ``folder``). A LoRA run saved with
+    ``lora_save="adapters"`` reads as its base model merged with the adapters."""
     hparams = hparams or load_hparams(folder)
-    return CheckpointWeights(find_checkpoint(folder, checkpoint), hparams)
+    prefix = find_checkpoint(folder, checkpoint)
+    if is_adapters(prefix):
+        from .lora import merged_checkpoint
+
+        return merged_checkpoint(prefix, hparams)
+    return CheckpointWeights(prefix, hparams)
 
 
 def load_model(folder, checkpoint="latest", *, compute_dtype="float32"):
@@ -230,13 +263,32 @@ def load_model(folder, checkpoint="latest", *, compute_dtype="float32"):
     return GPT2(hparams, read_checkpoint(folder, checkpoint, hparams), compute_dtype=compute_dtype)
 
 
-def write_bundle(prefix, arrays):
-    """Write ``{name: array}`` as a TensorFlow tensor bundle at ``prefix`` (name-based keys)."""
+def write_bundle(prefix, arrays, shard_bytes=None):
+    """Write ``{name: array}`` as a TensorFlow tensor bundle at ``prefix`` (name-based keys).
+
+    With ``shard_bytes``, ``arrays`` may compute each value when it is read: they are
+    taken one at a time and written in groups of about ``shard_bytes`` (TensorFlow's
+    sharded save: a bundle per group, merged into ``prefix`` with its data files
+    ``.data-0000i-of-0000n``, which TensorFlow, gpt-2-simple and this package read).
+    """
     ensure_eager()
-    names = list(arrays)
-    tensors = [tf.convert_to_tensor(arrays[n]) for n in names]
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=tensors)
+    names = list(arrays.keys())
+    if shard_bytes is None:
+        tensors = [tf.convert_to_tensor(arrays[n]) for n in names]
+        tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                          tensors=tensors)
+        return
+    parts, group, size = [], {}, 0
+    for i, name in enumerate(names):
+        group[name] = np.asarray(arrays[name])
+        size += group[name].nbytes
+        if size >= shard_bytes or i == len(names) - 1:
+            parts.append(f"{prefix}_temp/part-{len(parts):05d}")
+            write_bundle(parts[-1], group)
+            group, size = {}, 0
+    tf.raw_ops.MergeV2Checkpoints(checkpoint_prefixes=parts, destination_prefix=prefix,
+                                  delete_old_dirs=True)
+    shutil.rmtree(prefix + "_temp", ignore_errors=True)
 
 
 def read_bundle(prefix):
@@ -253,36 +305,47 @@ def _write_state_file(folder, prefixes):
 
 
 def _remove_bundle(prefix):
-    for path in (prefix + ".index", prefix + DATA_SUFFIX, prefix + ".meta"):
+    # the index first: without it the rest is not a checkpoint any more
+    for path in [prefix + ".index"] + glob.glob(glob.escape(prefix) + ".data-*") + \
+            [prefix + ".meta"]:
         if os.path.exists(path):
             os.remove(path)
 
 
 def save_checkpoint(run_dir, weights, step, *, hparams=None, max_checkpoints=1, train_state=None,
-                    model_files_from=None):
+                    model_files_from=None, adapters=None, shard_bytes=None):
     """Save ``weights`` (``{name: array}``) as ``run_dir/model-<step>``, gpt-2-simple style.
 
     Writes the bundle atomically, then the ``checkpoint`` state file and the
     ``counter``; keeps the newest ``max_checkpoints`` (``None`` keeps all).
     ``train_state`` (``{name: array}``, e.g. optimizer slots) goes to
-    ``train_state-<step>`` beside it. ``hparams`` is written as
+    ``train_state-<step>`` beside it, LoRA's ``adapters`` to ``lora-<step>``;
+    ``weights=None`` with ``adapters`` saves the adapters alone, and the state
+    file then names ``lora-<step>``. ``shard_bytes`` writes the weights in
+    pieces (see :func:`write_bundle`). ``hparams`` is written as
     ``hparams.json``; ``model_files_from`` is a folder whose ``encoder.json``
     and ``vocab.bpe`` are copied in. Returns the prefix's base name.
     """
     os.makedirs(run_dir, exist_ok=True)
-    name = f"model-{int(step)}"
+    name = f"model-{int(step)}" if weights is not None else f"{LORA_PREFIX}-{int(step)}"
     staging = tempfile.mkdtemp(dir=run_dir, prefix=".saving-")
     try:
-        write_bundle(os.path.join(staging, name), weights)
-        bundles = [name]
-        if train_state:
-            state_name = f"{TRAIN_STATE_PREFIX}-{int(step)}"
-            write_bundle(os.path.join(staging, state_name), train_state)
-            bundles.append(state_name)
-        # Data files first, index files last: an .index marks a bundle as present.
+        bundles = []
+        if weights is not None:
+            if shard_bytes:
+                write_bundle(os.path.join(staging, name), weights, shard_bytes)
+            else:
+                write_bundle(os.path.join(staging, name), weights)
+            bundles.append(name)
+        for prefix, arrays in ((TRAIN_STATE_PREFIX, train_state), (LORA_PREFIX, adapters)):
+            if arrays:
+                write_bundle(os.path.join(staging, f"{prefix}-{int(step)}"), arrays)
+                bundles.append(f"{prefix}-{int(step)}")
+        # Data files first, index files last (the model's the very last): an .index marks
+        # a bundle as present.
         for bundle in bundles:
-            os.replace(os.path.join(staging, bundle + DATA_SUFFIX),
-                       os.path.join(run_dir, bundle + DATA_SUFFIX))
+            for path in data_files(os.path.join(staging, bundle)):
+                os.replace(path, os.path.join(run_dir, os.path.basename(path)))
         for bundle in reversed(bundles):
             os.replace(os.path.join(staging, bundle + ".index"),
                        os.path.join(run_dir, bundle + ".index"))
@@ -305,8 +368,15 @@ def save_checkpoint(run_dir, weights, step, *, hparams=None, max_checkpoints=1, 
     write_counter(run_dir, step)
     for old in dropped:
         _remove_bundle(old)
-        _remove_bundle(os.path.join(run_dir, f"{TRAIN_STATE_PREFIX}-{step_of(old)}"))
+        for prefix in (TRAIN_STATE_PREFIX, LORA_PREFIX):
+            _remove_bundle(os.path.join(run_dir, f"{prefix}-{step_of(old)}"))
     return name
+
+
+def read_adapters(run_dir, step):
+    """The ``lora-<step>`` bundle saved beside ``model-<step>``, or ``None``."""
+    prefix = os.path.join(run_dir, f"{LORA_PREFIX}-{int(step)}")
+    return read_bundle(prefix) if _bundle_exists(prefix) else None
 
 
 def read_train_state(run_dir, step):

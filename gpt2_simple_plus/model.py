@@ -136,14 +136,21 @@ def norm(x, g, b, *, epsilon=1e-5):
     return tf.cast(x * g + b, dtype)
 
 
-def conv1d(x, w, b):
+def conv1d(x, w, b, lora=None):
     """OpenAI's "conv1d": a dense layer whose weight is stored as ``[1, nx, nf]``.
 
     Computed as one 2-D matmul plus ``bias_add``, the form TensorFlow fuses into
-    one oneDNN kernel on CPU (measured faster than an einsum and an add)."""
+    one oneDNN kernel on CPU (measured faster than an einsum and an add).
+    ``lora=(A, B, scale)`` adds LoRA's low-rank update beside the frozen ``w``
+    (Hu et al. 2021): ``x·w + b + scale·(x·A)·B``, with ``A`` ``[nx, r]`` and
+    ``B`` ``[r, nf]`` (see ``lora.py``)."""
     nx, nf = w.shape[1:]
     w = tf.cast(tf.reshape(w, [nx, nf]), x.dtype)  # a reshape's gradient is free; w[0]'s copies
-    y = tf.nn.bias_add(tf.matmul(tf.reshape(x, [-1, nx]), w), tf.cast(b, x.dtype))
+    x2 = tf.reshape(x, [-1, nx])
+    y = tf.nn.bias_add(tf.matmul(x2, w), tf.cast(b, x.dtype))
+    if lora is not None:
+        a, b_, scale = lora
+        y += tf.matmul(tf.matmul(x2, tf.cast(a, x.dtype)) * scale, tf.cast(b_, x.dtype))
     return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [nf]], 0))
 
 
@@ -223,7 +230,7 @@ def write_cache(cache, kv, pos, *, portable=False):
 
 def attn(x, w, prefix, *, n_head, cache, pos, pad, portable=False):
     """Causal self-attention; returns the output and the updated layer cache."""
-    c = conv1d(x, w[prefix + "c_attn/w"], w[prefix + "c_attn/b"])
+    c = conv1d(x, w[prefix + "c_attn/w"], w[prefix + "c_attn/b"], w.get(prefix + "c_attn/lora"))
     q, k, v = (split_heads(t, n_head) for t in tf.split(c, 3, axis=2))
     if cache is not None:
         cache = write_cache(cache, tf.stack([k, v]), pos, portable=portable)
@@ -234,12 +241,13 @@ def attn(x, w, prefix, *, n_head, cache, pos, pad, portable=False):
     else:
         a = multihead_attn(q, k, v, attention_mask(tf.shape(q)[2], tf.shape(k)[2], 0, pad))
     a = merge_heads(a)
-    return conv1d(a, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"]), cache
+    return conv1d(a, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"],
+                  w.get(prefix + "c_proj/lora")), cache
 
 
 def mlp(x, w, prefix):
-    h = gelu(conv1d(x, w[prefix + "c_fc/w"], w[prefix + "c_fc/b"]))
-    return conv1d(h, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"])
+    h = gelu(conv1d(x, w[prefix + "c_fc/w"], w[prefix + "c_fc/b"], w.get(prefix + "c_fc/lora")))
+    return conv1d(h, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"], w.get(prefix + "c_proj/lora"))
 
 
 def block(x, w, prefix, *, n_head, cache=None, pos=0, pad=None, portable=False):
@@ -268,19 +276,29 @@ class GPT2(tf.Module):
     without it the model starts from GPT-2's random initialisation.
     ``compute_dtype`` may be ``"bfloat16"`` or ``"float16"``: matmuls run in
     that type while variables, LayerNorm and softmax stay float32.
+
+    For LoRA (``lora.py``) the weights are a frozen base: ``trainable=False``,
+    and ``matrix_dtype="bfloat16"`` or ``"float16"`` holds the weight matrices
+    (``wte``, ``wpe``, every ``w``; not the LayerNorm and bias vectors) in half
+    the memory, each converted as it is read. ``lora`` then holds the adapters
+    that :meth:`forward` adds beside the base.
     """
 
     def __init__(self, hparams, weights=None, *, seed=None, compute_dtype="float32",
-                 name="model"):
+                 matrix_dtype="float32", trainable=True, name="model"):
         super().__init__(name=None)
         self.hparams = hparams
         self.compute_dtype = tf.as_dtype(compute_dtype)
         if weights is None:
             weights = random_weights(hparams, seed)
-        self.weights = {
-            n: tf.Variable(np.asarray(weights[n], np.float32).reshape(s), name=n, trainable=True)
-            for n, s in variable_shapes(hparams).items()
-        }
+        matrix_dtype = tf.as_dtype(matrix_dtype)
+        self.weights = {}
+        for n, s in variable_shapes(hparams).items():  # one variable at a time in memory
+            value = np.asarray(weights[n], np.float32).reshape(s)
+            if len(s) > 1 and matrix_dtype != tf.float32:
+                value = tf.cast(value, matrix_dtype)
+            self.weights[n] = tf.Variable(value, name=n, trainable=trainable)
+        self.lora = None
 
     @property
     def wte(self):
@@ -307,6 +325,8 @@ class GPT2(tf.Module):
         core TensorFlow ops instead of XLA's (see :func:`update_slice`), for export.
         """
         w, hp = self.weights, self.hparams
+        if self.lora is not None:  # "model/h0/attn/c_attn/lora": (A, B, scale) beside the base
+            w = {**w, **self.lora.terms()}
         tokens = tf.convert_to_tensor(tokens)
         if tokens.dtype != tf.int32:  # int64 from tf.data or NumPy
             tokens = tf.cast(tokens, tf.int32)
@@ -315,14 +335,15 @@ class GPT2(tf.Module):
         # Gather from the read values: a gather on the variable itself would switch it to
         # copy-on-read, and every later read of wte (the head's; 154 MB in 124M) would copy it.
         wte, wpe = tf.convert_to_tensor(w["model/wte"]), tf.convert_to_tensor(w["model/wpe"])
-        h = tf.gather(wte, tokens) + tf.gather(wpe, positions_for(tokens, pos, pad))
+        h = tf.cast(tf.gather(wte, tokens), tf.float32) + tf.cast(
+            tf.gather(wpe, positions_for(tokens, pos, pad)), tf.float32)
         h = tf.cast(h, self.compute_dtype)
         new_cache = []
         for i in range(hp.n_layer):
             prefix = f"model/h{i}/"
             layer_cache = None if cache is None else cache[i]
             if recompute and cache is None:
-                h = self._recomputed_block(h, prefix, pad)
+                h = self._recomputed_block(h, w, prefix, pad)
             else:
                 h, layer_cache = block(h, w, prefix, n_head=hp.n_head, cache=layer_cache,
                                        pos=pos, pad=pad, portable=portable)
@@ -330,15 +351,15 @@ class GPT2(tf.Module):
         h = norm(h, w["model/ln_f/g"], w["model/ln_f/b"])
         return h, (new_cache if cache is not None else None)
 
-    def _recomputed_block(self, h, prefix, pad):
-        names = [n for n in self.weights if n.startswith(prefix)]
-        variables = [self.weights[n] for n in names]
+    def _recomputed_block(self, h, w, prefix, pad):
+        layer = {n: v for n, v in w.items() if n.startswith(prefix)}
 
         @tf.recompute_grad
         def run(x):
-            # Variables are read inside, so recompute_grad differentiates them too.
-            out, _ = block(x, dict(zip(names, variables)), prefix, n_head=self.hparams.n_head,
-                           pad=pad)
+            # Variables are read inside, so recompute_grad differentiates the trainable ones
+            # too; a frozen bfloat16 base is cast to the compute dtype here, so the float32
+            # copy lives only while this block runs, forward or backward.
+            out, _ = block(x, layer, prefix, n_head=self.hparams.n_head, pad=pad)
             return out
 
         return run(h)
@@ -372,4 +393,4 @@ class GPT2(tf.Module):
     def assign(self, weights):
         """Copy arrays (a ``{name: array}`` dict) into the existing variables."""
         for n, v in self.weights.items():
-            v.assign(np.asarray(weights[n], np.float32).reshape(v.shape))
+            v.assign(tf.cast(np.asarray(weights[n], np.float32).reshape(v.shape), v.dtype))
