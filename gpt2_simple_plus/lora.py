@@ -80,6 +80,7 @@ def target_layers(targets):
 def check_settings(hparams, rank, alpha=None, targets=LAYERS, base_dtype=None, save="merged"):
     """Validate LoRA's arguments; returns ``(rank, alpha, layers, base_dtype)``.
     Raises :class:`TrainingError` saying which value is wrong and what would do.
+    ``hparams=None`` checks everything but the rank against the layers' sizes.
 
         >>> from gpt2_simple_plus.hparams import hparams_for
         >>> check_settings(hparams_for("tiny", n_vocab=100), 8)
@@ -94,8 +95,8 @@ def check_settings(hparams, rank, alpha=None, targets=LAYERS, base_dtype=None, s
                             f"start), got {rank!r}.")
     rank = int(rank)
     layers = target_layers(targets)
-    shapes = variable_shapes(hparams)
-    for layer in layers:
+    shapes = variable_shapes(hparams) if hparams is not None else {}
+    for layer in layers if hparams is not None else ():
         nx, nf = shapes[f"model/h0/{layer}/w"][1:]
         if rank > min(nx, nf):
             raise TrainingError(
@@ -281,3 +282,104 @@ def merged_checkpoint(prefix, hparams):
     adapters = Adapters(hparams, rank, alpha, layers)
     adapters.load_state(state, prefix)
     return MergedWeights(CheckpointWeights(base, hparams), adapters)
+
+
+# ---------------------------------------------------------------------------
+# What finetune needs: where the base and the adapters come from, the model, the save.
+
+def starting_point(restore_from, run_dir, base_dir, latest=None):
+    """``(base prefix, adapter state or None, checkpoint resumed or None)`` for a LoRA run.
+
+    The base is always an original model, never a merged checkpoint: the merged
+    weights are base + update, so training the adapters on top of them would add
+    the update twice. ``restore_from="latest"`` continues the run's newest
+    ``lora-<step>`` on the base it recorded (``models/<model_name>`` unless the run
+    was started from a folder); with no checkpoint in the run yet, or with
+    ``"fresh"``, new adapters start on ``models/<model_name>``; a folder starts
+    new adapters on the checkpoint in that folder.
+    """
+    from . import checkpoints
+
+    if restore_from == "latest":
+        ckpt = latest or checkpoints.latest_checkpoint(run_dir)
+        if ckpt is not None:
+            state = checkpoints.read_adapters(run_dir, checkpoints.step_of(ckpt))
+            if state is None:
+                raise TrainingError(
+                    f"{ckpt} was trained without LoRA, so there are no adapters to continue. "
+                    f"Pass run_name='...' for a new LoRA run, restore_from='fresh' to start "
+                    f"adapters on the downloaded model, or restore_from={run_dir!r} with a new "
+                    f"run_name to train adapters on top of this fine-tuned model.")
+            base, expected = recorded_base(state, run_dir)
+            check_base(base, expected, ckpt)
+            return base, state, ckpt
+    elif restore_from not in (None, "fresh"):
+        if not os.path.isdir(restore_from):
+            raise ModelNotFoundError(
+                f"restore_from={restore_from!r} is neither 'latest', 'fresh' nor a folder "
+                f"holding a checkpoint.")
+        if os.path.abspath(restore_from) == os.path.abspath(run_dir):
+            raise TrainingError(
+                f"restore_from={restore_from!r} is this run's own folder: its checkpoints are "
+                f"replaced as the run saves, so they cannot be the base of LoRA adapters. Pass "
+                f"another run_name.")
+        prefix = checkpoints.find_checkpoint(restore_from)
+        if checkpoints.is_adapters(prefix):
+            raise TrainingError(f"{prefix} holds LoRA adapters alone, not a model to train "
+                                f"adapters on; pass the folder of a full model.")
+        return prefix, None, None
+    if base_dir is None:
+        raise TrainingError("LoRA trains adapters beside a pretrained model: pass model_name= "
+                            "(e.g. '124M'), not model_name=None.")
+    return checkpoints.find_checkpoint(base_dir), None, None
+
+
+def build_model(hparams, base_prefix, *, rank, alpha, layers, base_dtype="float32",
+                compute_dtype="float32", seed=None, state=None, source=None):
+    """The frozen base read from ``base_prefix`` one variable at a time straight into
+    ``base_dtype``, with new adapters, or those of ``state`` (a ``lora-<step>``)."""
+    from .checkpoints import CheckpointWeights
+    from .model import GPT2
+
+    model = GPT2(hparams, CheckpointWeights(base_prefix, hparams), compute_dtype=compute_dtype,
+                 matrix_dtype=base_dtype, trainable=False)
+    model.lora = Adapters(hparams, rank, alpha, layers, seed=seed)
+    if state is not None:
+        model.lora.load_state(state, source)
+    return model
+
+
+def merged_source(model, base_prefix):
+    """The merged weights of ``model`` (a LoRA model) as a lazy mapping. The base comes
+    from the model's own variables when they are float32, else from the original
+    float32 checkpoint, so a bfloat16 base never rounds the saved weights."""
+    from .checkpoints import CheckpointWeights
+
+    if all(v.dtype == tf.float32 for v in model.weights.values()):
+        return MergedWeights(model.weights, model.lora)
+    return MergedWeights(CheckpointWeights(base_prefix, model.hparams), model.lora)
+
+
+def save(run_dir, model, step, base_prefix, *, mode="merged", train_state=None,
+         max_checkpoints=1):
+    """Save a LoRA run's step: the merged ``model-<step>`` (written in pieces, see
+    ``checkpoints.SHARD_BYTES``; not with ``mode="adapters"``), the adapters with
+    their base in ``lora-<step>``, and ``train_state``. Returns the saved prefix's name."""
+    from . import checkpoints
+
+    weights = merged_source(model, base_prefix) if mode == "merged" else None
+    return checkpoints.save_checkpoint(
+        run_dir, weights, step, max_checkpoints=max_checkpoints, train_state=train_state,
+        adapters=model.lora.state(describe_base(base_prefix, run_dir)),
+        shard_bytes=checkpoints.SHARD_BYTES)
+
+
+def merge_and_unload(adapters, base_prefix, hparams, *, compute_dtype="float32"):
+    """A plain float32 GPT-2 whose weights are the checkpoint ``base_prefix`` merged with
+    ``adapters`` (PEFT's ``merge_and_unload``), read one tensor at a time. It holds the
+    merged weights in full: drop the LoRA model first where memory is short."""
+    from .checkpoints import CheckpointWeights
+    from .model import GPT2
+
+    merged = MergedWeights(CheckpointWeights(base_prefix, hparams), adapters)
+    return GPT2(hparams, merged, compute_dtype=compute_dtype)

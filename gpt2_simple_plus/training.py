@@ -33,6 +33,7 @@ Training from scratch (no download needed): ``model_name=None`` with
 
 import collections
 import contextlib
+import gc
 import inspect
 import math
 import os
@@ -41,7 +42,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from . import checkpoints, distributed, memory
+from . import checkpoints, distributed, lora, memory
 from .data import Sampler, load_dataset, remove_stale_caches, split_validation, validation_windows
 from .eager import ensure_eager
 from .files import copy_file_atomic
@@ -73,7 +74,9 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
              hparams=None, vocab_dir=None, seed=None,
              val_dataset=None, val_fraction=0.0, val_every=None, early_stopping_patience=None,
              warmup_steps=0, lr_decay=None, max_grad_norm=None, weight_decay=0.01,
-             precision="float32", strategy=None, jit_compile=None, check_memory=True):
+             precision="float32", strategy=None, jit_compile=None, check_memory=True,
+             lora_rank=None, lora_alpha=None, lora_targets=lora.LAYERS, lora_base_dtype=None,
+             lora_save="merged"):
     """Fine-tune GPT-2 on ``dataset`` (a file, folder or glob of .txt/.csv/.npz).
 
     gpt-2-simple's arguments keep their meaning and defaults:
@@ -137,6 +140,22 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
       check (the estimate may be pessimistic where the system can swap). An
       out-of-memory during training ends in the same kind of message, the run's
       last checkpoint untouched.
+    * ``lora_rank=16`` trains LoRA adapters (Hu et al. 2021; see ``lora.py``)
+      instead of the weights: a low-rank update ``(lora_alpha / lora_rank)·A·B``
+      beside each projection named in ``lora_targets`` (attention's
+      ``attn/c_attn``, ``attn/c_proj`` and the MLP's ``mlp/c_fc``,
+      ``mlp/c_proj`` by default), in every block. ``lora_alpha`` defaults to
+      ``2 * lora_rank``. The base weights stay frozen: no gradients, no
+      optimizer state, hence less memory and faster steps.
+      ``lora_base_dtype="bfloat16"`` (or ``"float16"``) holds the frozen base
+      in half the memory; with ``use_memory_saving_gradients`` its float32
+      copy then lives one block at a time. Each save writes the merged
+      weights as ``model-<step>`` (gpt-2-simple loads it; after training
+      ``sess`` holds it, its matrices in ``lora_base_dtype``) and the adapters
+      as ``lora-<step>``; ``lora_save="adapters"`` keeps the adapters alone
+      (small files, loaded by this package only). ``restore_from="latest"``
+      continues the adapters on the original base model, never on the merged
+      checkpoint. Not yet with a multi-worker strategy.
 
     After training, ``sess`` holds the trained model: ``gpt2.generate(sess)``
     samples from it.
@@ -168,6 +187,8 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         lr_decay=lr_decay, batch_size=batch_size, accumulate_gradients=accumulate_gradients,
         learning_rate=learning_rate, val_dataset=val_dataset, val_fraction=val_fraction,
         early_stopping_patience=early_stopping_patience)
+    if lora_rank is not None:  # the sizes are checked too once hparams are known
+        lora.check_settings(None, lora_rank, lora_alpha, lora_targets, lora_base_dtype, lora_save)
     run_dir = os.path.join(checkpoint_dir, run_name)
     # a multi-worker strategy must be made before TensorFlow runs anything else
     strategy = distributed.make_strategy(strategy, multi_gpu)
@@ -175,6 +196,9 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
     # prints; the other workers read the base model and take the rest from the chief.
     chief = distributed.is_chief(strategy)
     multi_worker = distributed.worker_count(strategy) > 1
+    if multi_worker and lora_rank is not None:
+        raise TrainingError("LoRA (lora_rank=...) does not run with a multi-worker strategy "
+                            "yet: train LoRA in one process, or fine-tune fully across workers.")
     run = Run(done=0, steps=steps, print_every=print_every, save_every=save_every,
               sample_every=sample_every, progress_bar=True,
               val_every=val_every or (sample_every if sample_every and sample_every > 0 else 100),
@@ -190,13 +214,19 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         else:  # the chief's run folder may be on another machine, and is the chief's to write
             base_dir, hp, vocab_folder = _worker_model_files(model_name, model_dir, hparams,
                                                              vocab_dir, run_dir)
+        lora_settings = {}
+        if lora_rank is not None:
+            lora_rank, lora_alpha, lora_layers, lora_base_dtype = lora.check_settings(
+                hp, lora_rank, lora_alpha, lora_targets, lora_base_dtype, lora_save)
+            lora_settings = dict(lora_rank=lora_rank, lora_base_dtype=lora_base_dtype,
+                                 lora_targets=lora_layers)
         memory_settings = memory.Settings(
             hp, model_name=model_name and canonical_model_name(model_name),
             batch_size=batch_size // (strategy.num_replicas_in_sync if strategy else 1),
             accumulate_gradients=accumulate_gradients, optimizer=str(optimizer).lower(),
             use_memory_saving_gradients=bool(use_memory_saving_gradients),
             only_train_transformer_layers=bool(only_train_transformer_layers),
-            precision=precision, dataset_bytes=_file_bytes(dataset))
+            precision=precision, dataset_bytes=_file_bytes(dataset), **lora_settings)
         if check_memory:  # before anything slow; each worker checks its own machine
             available, where = memory.available_memory()
             needed = memory.check_fit(memory_settings, available=available, where=where,
@@ -218,21 +248,34 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         if jit_compile is None:
             jit_compile = strategy is None and default_jit_compile(precision)
 
-        # The other workers start from random weights: TensorFlow gives every variable
-        # made under a multi-worker strategy the chief's value.
-        ckpt = _checkpoint_to_restore(restore_from, run_dir, base_dir) if chief else None
-        if ckpt is None:
-            run.log(f"Initialising a new model from random weights: {hp.n_layer} layers, "
-                    f"{hp.n_embd} wide, {hp.n_ctx}-token window")
+        if lora_rank is not None:  # the base is an original model; the run holds the adapters
+            lora_base, lora_state, ckpt = lora.starting_point(restore_from, run_dir, base_dir)
+            run.log("Loading checkpoint", lora_base)
+            if ckpt is not None:
+                run.log("Loading LoRA adapters", ckpt)
         else:
-            run.log("Loading checkpoint", ckpt)
+            # The other workers start from random weights: TensorFlow gives every variable
+            # made under a multi-worker strategy the chief's value.
+            ckpt = _checkpoint_to_restore(restore_from, run_dir, base_dir) if chief else None
+            if ckpt is None:
+                run.log(f"Initialising a new model from random weights: {hp.n_layer} layers, "
+                        f"{hp.n_embd} wide, {hp.n_ctx}-token window")
+            else:
+                run.log("Loading checkpoint", ckpt)
         with strategy.scope() if strategy else _nothing():
-            weights = None if ckpt is None else checkpoints.read_checkpoint(
-                os.path.dirname(ckpt), ckpt, hp)
-            model = GPT2(hp, weights, seed=seed, compute_dtype=precision)
-            del weights
-            trained = {n: v for n, v in model.weights.items()
-                       if not only_train_transformer_layers or "/h" in n}
+            if lora_rank is not None:  # every adapter is in a block: only_train_... holds too
+                model = lora.build_model(hp, lora_base, rank=lora_rank, alpha=lora_alpha,
+                                         layers=lora_layers, base_dtype=lora_base_dtype,
+                                         compute_dtype=precision, seed=seed, state=lora_state,
+                                         source=ckpt)
+                trained = model.lora.variables_by_name()
+            else:
+                weights = None if ckpt is None else checkpoints.read_checkpoint(
+                    os.path.dirname(ckpt), ckpt, hp)
+                model = GPT2(hp, weights, seed=seed, compute_dtype=precision)
+                del weights
+                trained = {n: v for n, v in model.weights.items()
+                           if not only_train_transformer_layers or "/h" in n}
             # TensorFlow's fused update kernels; XLA fuses the spelled-out arithmetic better
             opt = make_optimizer(str(optimizer).lower(), trained, weight_decay=weight_decay,
                                  fused=strategy is None and not jit_compile,
@@ -283,15 +326,21 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
     def save(done, with_optimizer=True):
         if not chief:  # the chief saves; the others know its name, for their messages
             return os.path.join(run_dir, f"model-{done}")
-        _check_weights_finite(model, done)
+        _check_weights_finite(trained if lora_rank else model.weights, done)
         state = {"train/sampler": np.array(sampler.state.encode())}
         if with_optimizer:
             state.update(opt.state())
         if scaler:
             state.update(scaler.state())
-        run.log("Saving", os.path.join(run_dir, "model-{}").format(done))
-        name = checkpoints.save_checkpoint(run_dir, model.weights, done,
-                                           max_checkpoints=max_checkpoints, train_state=state)
+        if lora_rank is not None:  # the merged model-<step> (in pieces) and lora-<step>
+            kind = "model" if lora_save == "merged" else checkpoints.LORA_PREFIX
+            run.log("Saving", os.path.join(run_dir, f"{kind}-{done}"))
+            name = lora.save(run_dir, model, done, lora_base, mode=lora_save, train_state=state,
+                             max_checkpoints=max_checkpoints)
+        else:
+            run.log("Saving", os.path.join(run_dir, "model-{}").format(done))
+            name = checkpoints.save_checkpoint(run_dir, model.weights, done,
+                                               max_checkpoints=max_checkpoints, train_state=state)
         return os.path.join(run_dir, name)
 
     def sample(done):
@@ -324,20 +373,35 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
 
     if overwrite and restore_from == "latest" and chief:
         for file in files_before:
-            if file.startswith(("model", "events", checkpoints.TRAIN_STATE_PREFIX)):
+            if file.startswith(("model", "events", checkpoints.TRAIN_STATE_PREFIX,
+                                checkpoints.LORA_PREFIX + "-")):
                 os.remove(os.path.join(run_dir, file))
         run.last_saved = run.latest = save(run.done)
+
+    def snapshot():  # early stopping's copy of the best weights (LoRA: the adapters alone)
+        return {n: v.numpy() for n, v in trained.items()}
+
+    def restore(weights):
+        for n, v in trained.items():
+            v.assign(weights[n])
 
     with distributed.worker_errors(strategy, run):
         ended = run.train(step, save=save, sample=sample,
                           validate=validate if eval_step else None,
-                          snapshot=model.numpy_weights, restore=model.assign,
+                          snapshot=snapshot, restore=restore,
                           step_scalars=lambda n: {"learning_rate": learning_rate_at(n)},
                           tokens_per_step=micro_batches * window)
         if ended != "interrupted":  # (after Ctrl-C the other workers are mid-step)
             distributed.barrier(strategy)  # no worker leaves before the chief's last save
 
-    if strategy is not None:  # hand the session plain variables, not mirrored ones
+    if lora_rank is not None:  # the session gets the merged model, built once the base is freed
+        adapters = model.lora
+        del model, trained, opt, train_step, eval_step, step, save, sample, validate, snapshot, \
+            restore
+        gc.collect()  # the step's traced functions hold the base in reference cycles
+        model = lora.merge_and_unload(adapters, lora_base, hp, compute_dtype=precision,
+                                      matrix_dtype=lora_base_dtype)  # the memory asked for
+    elif strategy is not None:  # hand the session plain variables, not mirrored ones
         model = GPT2(hp, model.numpy_weights(), compute_dtype=precision)
     sess.set_model(model, enc, run_dir, checkpoint=run.last_saved, run_name=run_name)
 
@@ -593,9 +657,10 @@ def _load_data(enc, dataset, combine, run_dir, n_ctx, val_dataset, val_fraction,
     return sampler, window, val_tokens
 
 
-def _check_weights_finite(model, step):
-    """Never write a checkpoint with a NaN or infinite weight over a good one."""
-    bad = [n for n, v in model.weights.items() if not bool(tf.reduce_all(tf.math.is_finite(v)))]
+def _check_weights_finite(weights, step):
+    """Never write a checkpoint with a NaN or infinite weight (of ``{name: variable}``)
+    over a good one."""
+    bad = [n for n, v in weights.items() if not bool(tf.reduce_all(tf.math.is_finite(v)))]
     if bad:
         raise TrainingError(
             f"Not saving step {step}: {len(bad)} weight(s) are no longer finite (e.g. {bad[0]}). "
