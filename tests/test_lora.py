@@ -9,7 +9,8 @@ import tensorflow as tf
 
 import helpers
 import gpt2_simple_plus as gpt2
-from gpt2_simple_plus import checkpoints, lora, losses, training
+from gpt2_simple_plus import checkpoints, lora, training
+from gpt2_simple_plus.losses import lm_loss
 from gpt2_simple_plus.errors import CheckpointError, TrainingError
 from gpt2_simple_plus.hparams import hparams_for
 from gpt2_simple_plus.model import GPT2, random_weights
@@ -58,7 +59,7 @@ def test_training_changes_only_the_adapters_and_the_merge_is_base_plus_update():
     model = lora_model(weights=weights)
     assert all(not v.trainable for v in model.weights.values())
     with tf.GradientTape() as tape:
-        losses.lm_loss(model, TOKENS[0])
+        lm_loss(model, TOKENS[0])
     watched = {v.name.split(":")[0] for v in tape.watched_variables()}
     assert watched == set(model.lora.variables_by_name())  # no gradients for the base
 
