@@ -352,14 +352,18 @@ class GPT2(tf.Module):
         return h, (new_cache if cache is not None else None)
 
     def _recomputed_block(self, h, w, prefix, pad):
-        layer = {n: v for n, v in w.items() if n.startswith(prefix)}
+        # Trainable variables are read inside, so recompute_grad differentiates them. A frozen
+        # base is read here: TensorFlow keeps every custom gradient's closure for good, and
+        # one holding the base's variables would keep their memory after training.
+        layer = {n: v if getattr(v, "trainable", True) else tf.convert_to_tensor(v)
+                 for n, v in w.items() if n.startswith(prefix)}
+        n_head = self.hparams.n_head
 
         @tf.recompute_grad
         def run(x):
-            # Variables are read inside, so recompute_grad differentiates the trainable ones
-            # too; a frozen bfloat16 base is cast to the compute dtype here, so the float32
-            # copy lives only while this block runs, forward or backward.
-            out, _ = block(x, layer, prefix, n_head=self.hparams.n_head, pad=pad)
+            # A bfloat16 base is cast to the compute dtype in here, so its float32 copy
+            # lives only while this block runs, forward or backward.
+            out, _ = block(x, layer, prefix, n_head=n_head, pad=pad)
             return out
 
         return run(h)

@@ -1,7 +1,9 @@
 """LoRA: adapters beside a frozen base, the merge, the run's files, resuming, and bad values."""
 
+import gc
 import os
 import textwrap
+import weakref
 
 import numpy as np
 import pytest
@@ -257,12 +259,24 @@ def test_resuming_a_lora_run_continues_the_same_trajectory(work, tiny_model_dir,
                                GPT2(sess.model.hparams, a)(tokens).numpy(), atol=1e-5)
 
 
-def test_lora_with_the_large_model_settings(work, tiny_model_dir, capsys):
+def test_lora_with_the_large_model_settings(work, tiny_model_dir, capsys, monkeypatch):
     """only_train_transformer_layers, memory-saving gradients and a bfloat16 base together;
-    the merged checkpoint still adds the update to the float32 base, not a rounded one."""
+    the merged checkpoint still adds the update to the float32 base, not a rounded one; and
+    the base's memory is freed before the session's merged model is built."""
+    built = []
+    real_build = lora.build_model
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        built.append(weakref.ref(model.weights["model/h0/attn/c_attn/w"]))
+        return model
+
+    monkeypatch.setattr(lora, "build_model", build)
     sess = gpt2.start_tf_sess()
     tune(sess, tiny_model_dir, steps=20, only_train_transformer_layers=True,
          use_memory_saving_gradients=True, lora_base_dtype="bfloat16", learning_rate=1e-2)
+    gc.collect()
+    assert len(built) == 1 and built[0]() is None  # nothing holds the frozen base any more
     losses = [float(v) for v in losses_printed(capsys.readouterr().out).values()]
     assert losses[-1] < losses[0] - 0.3, losses
     base = dict(checkpoints.read_checkpoint(tiny_model_dir).items())
