@@ -280,8 +280,8 @@ def write_bundle(prefix, arrays, shard_bytes=None):
         return
     parts, group, size = [], {}, 0
     for i, name in enumerate(names):
-        group[name] = np.asarray(arrays[name])
-        size += group[name].nbytes
+        group[name] = tf.convert_to_tensor(arrays[name])  # the array itself is dropped now
+        size += group[name].shape.num_elements() * group[name].dtype.size
         if size >= shard_bytes or i == len(names) - 1:
             parts.append(f"{prefix}_temp/part-{len(parts):05d}")
             write_bundle(parts[-1], group)

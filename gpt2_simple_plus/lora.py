@@ -374,12 +374,14 @@ def save(run_dir, model, step, base_prefix, *, mode="merged", train_state=None,
         shard_bytes=checkpoints.SHARD_BYTES)
 
 
-def merge_and_unload(adapters, base_prefix, hparams, *, compute_dtype="float32"):
-    """A plain float32 GPT-2 whose weights are the checkpoint ``base_prefix`` merged with
-    ``adapters`` (PEFT's ``merge_and_unload``), read one tensor at a time. It holds the
-    merged weights in full: drop the LoRA model first where memory is short."""
+def merge_and_unload(adapters, base_prefix, hparams, *, compute_dtype="float32",
+                     matrix_dtype="float32"):
+    """A plain GPT-2 whose weights are the checkpoint ``base_prefix`` merged with
+    ``adapters`` (PEFT's ``merge_and_unload``), read one tensor at a time and held
+    with ``matrix_dtype`` weight matrices (``"bfloat16"``: merged in float32, then
+    rounded once, in half the memory). Drop the LoRA model first where memory is short."""
     from .checkpoints import CheckpointWeights
     from .model import GPT2
 
     merged = MergedWeights(CheckpointWeights(base_prefix, hparams), adapters)
-    return GPT2(hparams, merged, compute_dtype=compute_dtype)
+    return GPT2(hparams, merged, compute_dtype=compute_dtype, matrix_dtype=matrix_dtype)

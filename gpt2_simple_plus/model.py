@@ -361,9 +361,13 @@ class GPT2(tf.Module):
 
         @tf.recompute_grad
         def run(x):
-            # A bfloat16 base is cast to the compute dtype in here, so its float32 copy
-            # lives only while this block runs, forward or backward.
-            out, _ = block(x, layer, prefix, n_head=n_head, pad=pad)
+            # A bfloat16 base is cast to the compute dtype in here, so its float32 copy lives
+            # only while this block runs, forward or backward: its reads wait for the block's
+            # input (else the graph may cast every block's weights at once, up front).
+            with tf.control_dependencies([x]):
+                w = {n: tf.identity(v) if isinstance(v, tf.Tensor) else v
+                     for n, v in layer.items()}
+            out, _ = block(x, w, prefix, n_head=n_head, pad=pad)
             return out
 
         return run(h)

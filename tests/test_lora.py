@@ -277,6 +277,7 @@ def test_lora_with_the_large_model_settings(work, tiny_model_dir, capsys, monkey
          use_memory_saving_gradients=True, lora_base_dtype="bfloat16", learning_rate=1e-2)
     gc.collect()
     assert len(built) == 1 and built[0]() is None  # nothing holds the frozen base any more
+    assert sess.model.weights["model/h0/attn/c_attn/w"].dtype == tf.bfloat16  # merged, halved
     losses = [float(v) for v in losses_printed(capsys.readouterr().out).values()]
     assert losses[-1] < losses[0] - 0.3, losses
     base = dict(checkpoints.read_checkpoint(tiny_model_dir).items())
