@@ -33,6 +33,8 @@ import tempfile
 import time
 from unittest import mock
 
+from machine import cpu_description
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
@@ -154,17 +156,6 @@ def stream_benchmark(corpus, megabytes, vocab_dir):
         return written, int(tokens), int(chunks), float(seconds), float(baseline), float(peak)
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=float, default=5.0, help="corpus size in MB (default 5)")
@@ -179,7 +170,7 @@ def main():
 
     corpus = build_corpus(args.mb)
     mb = len(corpus.encode("utf-8")) / 1e6
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine: {cpu_description()}; Python {platform.python_version()}")
     print(f"corpus: {mb:.2f} MB ({len(corpus):,} characters) of pydoc topics and stdlib sources")
 
     package = get_encoder(args.vocab)

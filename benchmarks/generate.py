@@ -34,6 +34,8 @@ import tempfile
 import textwrap
 import time
 
+from machine import cpu_description
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 VOCAB_DIR = os.environ.get("GPT2_VOCAB_DIR", os.path.join(REPO, "..", "shared", "gpt2-vocab"))
@@ -196,23 +198,6 @@ def make_checkpoint(root):
     with open(os.path.join(folder, "model.ckpt.meta"), "wb"):
         pass  # OpenAI ships one; neither package reads it
     return root
-
-
-def cpu_description():
-    """The CPU's model name and the instruction-set flags that decide the kernels."""
-    model, flags = "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name") and model == "unknown CPU":
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    return f"{model}; {os.cpu_count()} cores; flags: " + \
-        (" ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted))
 
 
 def measure(name, model_dir, runs):

@@ -30,6 +30,8 @@ import tempfile
 import textwrap
 import time
 
+from machine import cpu_description
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = os.environ.get("GPT2_VOCAB_DIR", os.path.join(REPO, "..", "shared", "gpt2-vocab"))
@@ -85,19 +87,6 @@ CONFIGS = {
 }
 DEFAULT = ["full-124M", "lora-124M", "adam-355M", "simple-355M", "simple-msg-355M",
            "adafactor-774M", "simple-msg-774M", "simple-774M", "lora-1558M"]
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def lora_available():
@@ -285,7 +274,7 @@ def main():
                   f"peak {r['peak_gb']:.2f} GB", file=sys.stderr, flush=True)
             results.append(r)
 
-    print(f"\nCPU: {cpu_model()}, {os.cpu_count()} cores; batch 1 x 1024 tokens, "
+    print(f"\nCPU: {cpu_description()}; batch 1 x 1024 tokens, "
           f"accumulate 1; {args.steps} timed steps after 1 untimed; peak RSS of each process "
           f"(GB = 2**30 bytes)\n")
     print(f"| {'configuration':16} | {'what':52} | peak RSS GB | s/step |")

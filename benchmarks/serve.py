@@ -21,7 +21,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+
+from machine import cpu_description
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -39,17 +40,6 @@ PROMPTS = ["The history of the city begins", "Once upon a time, in a small villa
            "She opened the letter and read", "The committee met on Tuesday to",
            "Scientists have long wondered why", "The recipe calls for two cups of"]
 TARGET = 3.0
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def checkpoint(root=CACHE):
@@ -172,7 +162,7 @@ def main(argv=None):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-    print(f"\n{cpu_model()}, {os.cpu_count()} CPU cores; random GPT-2 124M; {args.tokens} new "
+    print(f"\n{cpu_description()}; random GPT-2 124M; {args.tokens} new "
           f"tokens per request, temperature 0.7; every response checked complete\n")
     print(f"{'how':28} {'reqs':>5} {'tokens':>7} {'wall s':>9} {'tok/s':>9} {'p50 s':>8} "
           f"{'p95 s':>8}")
