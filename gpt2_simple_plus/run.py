@@ -64,8 +64,9 @@ class Run:
                  log_dir=None):
         self.done = self.first = int(done)
         self.steps = int(steps)
-        self.print_every, self.save_every = print_every or 0, save_every or 0
-        self.sample_every, self.val_every = sample_every or 0, val_every or 0
+        # 0 or a negative number means never, as gpt-2-simple's `every > 0` checks did
+        self.print_every, self.save_every = max(print_every or 0, 0), max(save_every or 0, 0)
+        self.sample_every, self.val_every = max(sample_every or 0, 0), max(val_every or 0, 0)
         self.patience = early_stopping_patience
         self.digits = digits
         self.origin = origin

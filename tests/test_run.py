@@ -144,3 +144,10 @@ def test_a_worker_that_is_not_the_chief_prints_nothing(capsys):
     run = Run(steps=2, print_every=1, is_chief=False)
     run.train(lambda n: 1.0, save=lambda done: None)
     assert capsys.readouterr().out == ""
+
+
+def test_a_negative_every_means_never():
+    rec = Recorder()
+    run = Run(steps=3, print_every=-1, save_every=-1, sample_every=-5)
+    run.train(rec.step, save=rec.save, sample=rec.sample)
+    assert rec.names("save") == [3] and rec.names("sample") == []
