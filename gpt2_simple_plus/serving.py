@@ -310,6 +310,8 @@ class Row:
                 self.finish = "length"
                 break
         self.text = self._tail()
+        from .generation import _cut_at_stop  # generation's rule; TensorFlow loads late
+
         cut = _cut_at_stop(self.text, request.stop)
         if len(cut) < len(self.text):
             self.text, self.finish = cut, "stop"
@@ -328,15 +330,6 @@ class Row:
         full = self.encoder.decode(self.context + self.tokens)
         return full[len(self.head):] if full.startswith(self.head) else \
             self.encoder.decode(self.tokens)
-
-
-def _cut_at_stop(text, stops):
-    cut = len(text)
-    for s in stops:
-        i = text.find(s)
-        if i != -1:
-            cut = min(cut, i)
-    return text[:cut]
 
 
 def _bucket(rows, max_batch):
