@@ -47,13 +47,17 @@ setup(
             "transformers>=4.40",
             "torch==2.13.0",
             "matplotlib>=3.5",
+            "ai-edge-litert>=2.0",
         ],
         # gpt2_simple_plus serve: the HTTP API and the playground page (issue 17).
         "serve": ["starlette>=0.37", "uvicorn>=0.29"],
+        # load_gpt2(quantize="int8"): LiteRT, TensorFlow's runtime with XNNPACK's int8 kernels.
+        "lite": ["ai-edge-litert>=2.0"],
         # plot_loss and the notebooks' charts (Colab already has matplotlib).
         "plot": ["matplotlib>=3.5"],
         # The peers measured by benchmarks/ (torch 2.13.0 is the CPU build on the dev machines).
-        "bench": ["transformers>=4.40", "keras-hub>=0.20", "torch==2.13.0", "ctranslate2>=4.0"],
+        "bench": ["transformers>=4.40", "keras-hub>=0.20", "torch==2.13.0", "ctranslate2>=4.0",
+                  "ai-edge-litert>=2.0"],
     },
     entry_points={"console_scripts": ["gpt2_simple_plus=gpt2_simple_plus.cli:main"]},
     classifiers=[

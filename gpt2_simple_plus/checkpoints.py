@@ -307,7 +307,7 @@ def _write_state_file(folder, prefixes):
 def _remove_bundle(prefix):
     # the index first: without it the rest is not a checkpoint any more
     for path in [prefix + ".index"] + glob.glob(glob.escape(prefix) + ".data-*") + \
-            [prefix + ".meta"]:
+            [prefix + ".meta"] + glob.glob(glob.escape(prefix) + ".int8*.tflite"):  # + lite.py's
         if os.path.exists(path):
             os.remove(path)
 

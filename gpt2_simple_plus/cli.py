@@ -453,6 +453,7 @@ def build_parser():
     g.add_argument("--seed", type=int, help="the same seed gives the same texts")
     g.add_argument("--destination_path", help="write the texts to this one file")
     _flag(g, "--stream", default=False, help="print the text as it is made (one sample)")
+    _precision_flags(g)
     p.set_defaults(func=_generate)
 
     # encode -----------------------------------------------------------------
@@ -506,8 +507,17 @@ def build_parser():
                    help="bytes per request body")
     p.add_argument("--batch_wait", type=_number(float, 0.0, 10.0, what="seconds from 0 to 10"),
                    default=0.005, help="seconds to wait for more requests to batch with")
+    _precision_flags(p)
     p.set_defaults(func=_serve)
     return parser
+
+
+def _precision_flags(group):
+    group.add_argument("--compute_dtype", default="float32",
+                       choices=("float32", "bfloat16", "float16"),
+                       help="the type the matmuls run in")
+    group.add_argument("--quantize", choices=("int8",),
+                       help="int8: 8-bit weights on LiteRT, the fastest on a CPU")
 
 
 # ---------------------------------------------------------------------------
@@ -672,7 +682,8 @@ def _generate(args):
     sess = gpt2.start_tf_sess()
     gpt2.load_gpt2(sess, checkpoint=args.checkpoint, run_name=args.run_name,
                    checkpoint_dir=args.checkpoint_dir, model_name=args.model_name,
-                   model_dir=args.model_dir)
+                   model_dir=args.model_dir, compute_dtype=args.compute_dtype,
+                   quantize=args.quantize)
     options = dict(run_name=args.run_name, checkpoint_dir=args.checkpoint_dir,
                    model_name=args.model_name, model_dir=args.model_dir,
                    truncate=args.truncate, sample_delim=args.sample_delim, prefix=args.prefix,
@@ -735,7 +746,8 @@ def _serve(args):
           model_dir=args.model_dir, checkpoint=args.checkpoint, host=args.host, port=args.port,
           api_key=args.api_key, max_tokens=args.max_tokens, max_batch=args.max_batch,
           max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens,
-          max_body_bytes=args.max_body_bytes, batch_wait=args.batch_wait)
+          max_body_bytes=args.max_body_bytes, batch_wait=args.batch_wait,
+          compute_dtype=args.compute_dtype, quantize=args.quantize)
 
 
 # ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ with a fake model that spells a known string.
     5
 """
 
+import contextlib
 import logging
 
 import numpy as np
@@ -216,12 +217,14 @@ class Decoder:
             pos = prompt_len
             while pos < cache_len and step < length and not finished.all():
                 steps = min(out_len, cache_len - pos, length - step)
-                cache, logits, out, n, _, seen = loop(
-                    cache, logits, tf.constant(pos, tf.int32), pad, seen, tf.constant(steps),
-                    seed, tf.constant(step), tf.constant(config.temperature or 1.0, tf.float32),
-                    tf.constant(config.top_p, tf.float32),
-                    tf.constant(config.repetition_penalty, tf.float32), stops,
-                    tf.constant(finished))  # rows stopped in an earlier call count as done
+                with _python_errors(self.model):
+                    cache, logits, out, n, _, seen = loop(
+                        cache, logits, tf.constant(pos, tf.int32), pad, seen,
+                        tf.constant(steps), seed, tf.constant(step),
+                        tf.constant(config.temperature or 1.0, tf.float32),
+                        tf.constant(config.top_p, tf.float32),
+                        tf.constant(config.repetition_penalty, tf.float32), stops,
+                        tf.constant(finished))  # rows stopped in an earlier call count as done
                 n = int(n)
                 out = out.numpy()[:, :n]
                 piece = [[] for _ in prompts]
@@ -248,6 +251,20 @@ class Decoder:
         for r, h in enumerate(histories):
             seen[r, [t for t in h if 0 <= t < vocab]] = True
         return tf.constant(seen)
+
+
+@contextlib.contextmanager
+def _python_errors(model):
+    """A model that runs Python inside the loop (:class:`~gpt2_simple_plus.lite.LiteModel`)
+    keeps the error it raised there in ``model.raised``: that error, not TensorFlow's
+    wrapper of it with the loop's traceback, is what the caller gets."""
+    try:
+        yield
+    except tf.errors.OpError:
+        raised, model.raised = getattr(model, "raised", None), None
+        if raised is None:
+            raise
+        raise raised from None
 
 
 def _stop_tensor(stop_sequences):

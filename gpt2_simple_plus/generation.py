@@ -17,6 +17,7 @@ appear, and calling ``generate`` again never grows the graph.
 import os
 import sys
 
+from . import lite
 from .checkpoints import find_checkpoint, load_model
 from .decoding import Decoder, batch_seed
 from .eager import ensure_eager
@@ -56,7 +57,7 @@ def _session_decoder(sess):
 
 def load_gpt2(sess, checkpoint="latest", run_name="run1", checkpoint_dir="checkpoint",
               model_name=None, model_dir="models", multi_gpu=False, reuse=False,
-              compute_dtype="float32"):
+              compute_dtype="float32", quantize=None):
     """Load a model into ``sess`` for repeated generation (gpt-2-simple's ``load_gpt2``).
 
     With ``model_name`` the pretrained model in ``models/<model_name>``;
@@ -67,16 +68,33 @@ def load_gpt2(sess, checkpoint="latest", run_name="run1", checkpoint_dir="checkp
     compatibility (generation runs on one device). ``compute_dtype`` may be
     ``"bfloat16"``/``"float16"`` on hardware with fast units for them.
 
+    ``quantize="int8"`` makes :func:`generate` read each weight matrix as 8-bit
+    integers with a scale per output channel, on LiteRT's kernels (see
+    :mod:`~gpt2_simple_plus.lite`): a quarter of the bytes per token, which is what
+    sets decoding speed on a CPU, for a small loss of accuracy. The first load of
+    a checkpoint converts it and keeps ``<checkpoint>.int8-v1.tflite`` beside it; later
+    loads read that. Everything else (scoring, fine-tuning, export) keeps the
+    float32 weights, which stay loaded too.
+
         >>> import gpt2_simple_plus as gpt2
         >>> sess = gpt2.start_tf_sess()
         >>> gpt2.load_gpt2(sess, run_name="run1")          # doctest: +SKIP
         Loading checkpoint checkpoint/run1/model-1000
     """
     ensure_eager()
+    if quantize is not None and quantize not in lite.QUANTIZE_MODES:
+        raise GenerationError(f"quantize must be None or one of {lite.QUANTIZE_MODES}, "
+                              f"got {quantize!r}.")
+    if quantize is not None and compute_dtype != "float32":
+        raise GenerationError(f"quantize={quantize!r} computes in float32 around its int8 "
+                              "weights: leave compute_dtype at 'float32'.")
     folder = model_folder(run_name, checkpoint_dir, model_name, model_dir)
     prefix = find_checkpoint(folder, checkpoint)
     print("Loading pretrained model" if model_name else "Loading checkpoint", prefix)
     model = load_model(folder, prefix, compute_dtype=compute_dtype)
+    if quantize is not None:
+        engine = lite.LiteModel(model, lite.cached_int8(model, prefix))
+        model._decoder = Decoder(engine, jit_compile=False)  # what generate() will use
     sess.set_model(model, get_encoder(folder), folder, prefix, None if model_name else run_name)
 
 

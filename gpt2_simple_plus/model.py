@@ -222,6 +222,42 @@ def causal_attn(q, k, v, block=None):
     return tf.concat(out, axis=2) if len(out) > 1 else out[0]
 
 
+def past_attn(q, k, v, past_k, past_v, pos, pad):
+    """Attention of new tokens over a cache that is read but not written: the keys
+    and values of positions below ``pos`` in ``past_k``/``past_v`` (``[batch, heads,
+    length, head]``; the rest of them is ignored) and the new tokens' own ``k``/``v``,
+    which sit at ``pos, pos + 1 ...``. One softmax over both parts, computed as two
+    exponentials over a shared maximum, so neither the cache nor the scores are
+    concatenated. Equal to writing ``k``/``v`` at ``pos`` and calling
+    :func:`multihead_attn`; for a runtime where that write copies the whole cache
+    (LiteRT, see ``lite.py``). For a single new token (a known ``q.shape[2] == 1``)
+    the products with the cache are broadcast multiplies and sums, which read it
+    once; LiteRT's batched matmul packs a copy of it first."""
+    n, length = tf.shape(q)[2], tf.shape(past_k)[2]
+    at = pos + tf.range(n)  # absolute positions of the new tokens (queries and keys)
+    first = pad[:, None, None, None] if pad is not None else 0  # left padding is never seen
+    past = tf.range(length)[None, None, None, :]
+    see_past = tf.logical_and(past < pos, past >= first)
+    see_new = tf.logical_and((at[None, :] <= at[:, None])[None, None], at[None, None, None] >= first)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    one = q.shape[2] == 1
+    if one:  # [b, h, 1, d] * [b, h, length, d] summed over d: [b, h, length] -> [b, h, 1, length]
+        s_past = tf.expand_dims(tf.reduce_sum(q * past_k, -1), 2)
+    else:
+        s_past = tf.matmul(q, past_k, transpose_b=True)
+    s_past = tf.where(see_past, s_past * scale, -1e10)
+    s_new = tf.where(see_new, tf.matmul(q, k, transpose_b=True) * scale, -1e10)
+    top = tf.maximum(tf.reduce_max(s_past, -1, keepdims=True),
+                     tf.reduce_max(s_new, -1, keepdims=True))
+    e_past, e_new = tf.exp(s_past - top), tf.exp(s_new - top)
+    total = tf.reduce_sum(e_past, -1, keepdims=True) + tf.reduce_sum(e_new, -1, keepdims=True)
+    if one:  # [b, h, length, 1] * [b, h, length, d] summed over length
+        out_past = tf.reduce_sum(tf.transpose(e_past, [0, 1, 3, 2]) * past_v, 2, keepdims=True)
+    else:
+        out_past = tf.matmul(e_past, past_v)
+    return (out_past + tf.matmul(e_new, v)) / total
+
+
 def write_cache(cache, kv, pos, *, portable=False):
     """Store ``kv`` ``[2, batch, heads, n, d]`` into ``cache`` at sequence position ``pos``,
     in place (``portable``: see :func:`update_slice`)."""
@@ -232,7 +268,10 @@ def attn(x, w, prefix, *, n_head, cache, pos, pad, portable=False):
     """Causal self-attention; returns the output and the updated layer cache."""
     c = conv1d(x, w[prefix + "c_attn/w"], w[prefix + "c_attn/b"], w.get(prefix + "c_attn/lora"))
     q, k, v = (split_heads(t, n_head) for t in tf.split(c, 3, axis=2))
-    if cache is not None:
+    if isinstance(cache, tuple):  # a cache that is read only; the new keys go back instead
+        a = past_attn(q, k, v, *cache, pos, pad)
+        cache = (k, v)
+    elif cache is not None:
         cache = write_cache(cache, tf.stack([k, v]), pos, portable=portable)
         k, v = cache[0], cache[1]
         a = multihead_attn(q, k, v, attention_mask(tf.shape(q)[2], tf.shape(k)[2], pos, pad))
@@ -321,7 +360,9 @@ class GPT2(tf.Module):
         into it and attend to everything before them. ``pad[r]`` counts row ``r``'s
         left-padding tokens, which nobody attends to. ``recompute=True``
         recomputes each block in the backward pass instead of storing its
-        activations (memory-saving gradients). ``portable=True`` writes the cache with
+        activations (memory-saving gradients). A ``cache`` of ``(keys, values)`` pairs,
+        one per layer, is read but not written (see :func:`past_attn`): the tokens' own
+        keys and values come back in its place, for the caller to store. ``portable=True`` writes the cache with
         core TensorFlow ops instead of XLA's (see :func:`update_slice`), for export.
         """
         w, hp = self.weights, self.hparams

@@ -1,0 +1,215 @@
+"""Generation with 8-bit weights, on LiteRT (``load_gpt2(..., quantize="int8")``).
+
+Decoding one token reads every weight of the model once, so at batch 1 its speed
+is set by how many bytes the weights take, not by arithmetic. Here each weight
+matrix is stored as 8-bit integers with one float scale per output channel (a
+quarter of float32's bytes) and multiplied by LiteRT's XNNPACK kernels, the
+runtime Google uses for on-device language models; each matmul quantizes its
+activations per row as it runs and returns float32. LayerNorm, softmax, the
+residual stream and the key/value cache stay float32.
+
+The step is the same :class:`~gpt2_simple_plus.model.GPT2` code, converted once
+per checkpoint by TensorFlow's own LiteRT converter (``Optimize.DEFAULT``:
+dynamic-range quantization) and kept beside the checkpoint as
+``<checkpoint>.int8-v1.tflite``, so the next load skips the conversion. The prompt
+is read by the float32 model in one pass (it is arithmetic-bound, and the prompt
+keeps full precision); each new token then runs on the int8 step.
+:class:`LiteModel` offers both behind the methods the decode loop
+(:mod:`~gpt2_simple_plus.decoding`) calls, so sampling, stop sequences,
+streaming, the repetition penalty and sliding windows are the ones of every
+other mode.
+
+Writing a token's keys and values into a cache inside a LiteRT model copies the
+whole cache, so the converted step reads the cache without writing it
+(:func:`~gpt2_simple_plus.model.past_attn`) and hands the new keys and values
+back; :class:`LiteModel` stores them straight into the interpreter's input
+buffers, which LiteRT keeps between calls.
+
+    >>> from gpt2_simple_plus.hparams import hparams_for
+    >>> from gpt2_simple_plus.model import GPT2
+    >>> from gpt2_simple_plus.decoding import Decoder
+    >>> from gpt2_simple_plus.sampling import SamplingConfig
+    >>> model = GPT2(hparams_for("tiny", n_vocab=100), seed=0)
+    >>> lite = LiteModel(model, convert_int8(model))
+    >>> rows = Decoder(lite, jit_compile=False).generate([[1, 2, 3]], 5,
+    ...                                                   SamplingConfig(temperature=0.0))
+    >>> len(rows[0])
+    5
+"""
+
+import os
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import GenerationError, MissingDependencyError
+from .files import write_bytes_atomic
+
+QUANTIZE_MODES = ("int8",)
+# The converted step, beside its checkpoint; the number changes whenever the step does.
+SUFFIX = ".int8-v1.tflite"
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise MissingDependencyError(
+            'quantize="int8" runs on LiteRT, which is not installed: '
+            'pip install "gpt2_simple_plus[lite]" (or pip install ai-edge-litert).') from None
+    return Interpreter
+
+
+def convert_int8(model, *, quantize=True):
+    """The decoding step of ``model`` as a LiteRT flatbuffer (bytes) with int8 weight
+    matrices (float32 ones with ``quantize=False``, which tests use to check the step
+    itself, apart from rounding).
+
+    One function of ``(tokens [batch, 1], pos, pad [batch], the past keys and values
+    [batch, heads, length, head] of each layer)`` to ``(the logits [batch, n_vocab],
+    the token's keys and values of each layer)``; batch size and cache length are
+    left free, so one conversion serves them all.
+    """
+    hp = model.hparams
+    past = tf.TensorSpec([None, hp.n_head, None, hp.head_size], tf.float32)
+    spec = [tf.TensorSpec([None, 1], tf.int32, name="tokens"),
+            tf.TensorSpec([], tf.int32, name="pos"),
+            tf.TensorSpec([None], tf.int32, name="pad")] + [past] * (2 * hp.n_layer)
+
+    @tf.function(input_signature=spec, autograph=False)
+    def step(tokens, pos, pad, *cache):
+        layers = [(cache[2 * i], cache[2 * i + 1]) for i in range(hp.n_layer)]
+        h, new = model.forward(tokens, cache=layers, pos=pos, pad=pad)
+        # The tied head as h · wteᵀ: LiteRT's fully-connected op, whose weights get quantized.
+        logits = tf.matmul(h[:, 0], model.weights["model/wte"], transpose_b=True)
+        return [logits] + [t for kv in new for t in kv]
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [step.get_concrete_function()], model)
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
+
+
+def cached_int8(model, prefix):
+    """:func:`convert_int8` of ``model``, loaded from ``<prefix>`` + :data:`SUFFIX` when that
+    file is newer than the checkpoint ``prefix``, else converted and written there
+    (atomically; a folder that cannot be written just keeps it in memory)."""
+    path = prefix + SUFFIX
+    sources = [p for p in (prefix + ".index", prefix + ".data-00000-of-00001") if os.path.exists(p)]
+    newest = max((os.path.getmtime(p) for p in sources), default=0)
+    if os.path.exists(path) and os.path.getmtime(path) >= newest:
+        with open(path, "rb") as f:
+            return f.read()
+    print(f"Converting {os.path.basename(prefix)} to int8 weights (once; kept in {path})")
+    blob = convert_int8(model)
+    try:
+        write_bytes_atomic(path, blob)
+    except OSError:
+        pass
+    return blob
+
+
+class LiteModel:
+    """A GPT-2 whose decoding steps run on a converted int8 step (:func:`convert_int8`),
+    behind the three methods the decode loop calls: ``empty_cache``, ``forward`` and
+    ``logits``. ``model`` is the float32 :class:`~gpt2_simple_plus.model.GPT2` the
+    step was converted from; it reads the prompts.
+
+    The key/value cache lives in the interpreter. What the loop carries as the
+    cache is a small int32 tensor ``[length]`` filled with the window's number, so
+    a step that finds another window's cache in the interpreter (two generations
+    interleaved on one model) stops with a :class:`GenerationError` instead of
+    reading the wrong past.
+    """
+
+    def __init__(self, model, flatbuffer, *, threads=None):
+        self.model = model
+        self.hparams = model.hparams
+        self.flatbuffer = flatbuffer
+        threads = threads or len(os.sched_getaffinity(0))
+        self._interpreter = _interpreter_class()(model_content=flatbuffer, num_threads=threads)
+        signature = self._interpreter.get_signature_runner()
+        inputs = {n: d["index"] for n, d in signature.get_input_details().items()}
+        outputs = {n: d["index"] for n, d in signature.get_output_details().items()}
+        del signature  # it holds views into the interpreter, which block resizing
+        n = 2 * self.hparams.n_layer
+        self._tokens, self._pos, self._pad = inputs["tokens"], inputs["pos"], inputs["pad"]
+        self._past = [inputs[f"cache_{i}"] for i in range(n)]
+        self._logits = outputs["output_0"]
+        self._new = [outputs[f"output_{i + 1}"] for i in range(n)]
+        self._shape = None  # (batch, length) the interpreter is allocated for
+        self._window = 0
+        self._lock = threading.Lock()
+        self.raised = None  # the error a step raised inside the loop
+
+    def empty_cache(self, batch_size, length, dtype=None):
+        return tf.zeros([length], tf.int32)
+
+    def logits(self, h):
+        return h  # forward already returns the logits
+
+    def forward(self, tokens, *, cache, pos=0, pad=None, **_):
+        """The logits ``[batch, 1, n_vocab]`` after ``tokens`` and the cache tensor: a
+        prompt, read by the float32 model, when ``pos`` is 0 (a new window), else one
+        token per row on the int8 step."""
+        tokens = tf.convert_to_tensor(tokens, tf.int32)
+        batch = tokens.shape[0] if tokens.shape[0] is not None else -1
+        if pad is None:
+            pad = tf.zeros([tf.shape(tokens)[0]], tf.int32)
+        if isinstance(pos, int) and pos == 0:
+            hp = self.hparams
+            nothing = tf.zeros([tf.shape(tokens)[0], hp.n_head, 1, hp.head_size])  # all unseen
+            h, new = self.model.forward(tokens, cache=[(nothing, nothing)] * hp.n_layer,
+                                        pos=0, pad=pad)
+            logits = self.model.logits(h[:, -1:])
+            window = tf.numpy_function(self._store_prompt,
+                                       [tf.shape(cache)[0]] + [t for kv in new for t in kv],
+                                       tf.int32, stateful=True)
+            with tf.control_dependencies([window]):
+                return tf.identity(logits), tf.fill(tf.shape(cache), window)
+        logits = tf.numpy_function(self._step, [tokens, tf.cast(pos, tf.int32), pad, cache],
+                                   tf.float32, stateful=True)
+        return tf.reshape(logits, [batch, 1, self.hparams.n_vocab]), cache
+
+    # -- the interpreter (NumPy in, NumPy out) --------------------------------
+
+    def _allocate(self, batch, length):
+        if self._shape == (batch, length):
+            return
+        it = self._interpreter
+        it.resize_tensor_input(self._tokens, [batch, 1])
+        it.resize_tensor_input(self._pad, [batch])
+        for index in self._past:
+            it.resize_tensor_input(index, [batch, self.hparams.n_head, length,
+                                           self.hparams.head_size])
+        it.allocate_tensors()
+        for index in self._past:  # unseen positions are multiplied by 0: never leave NaNs
+            it.tensor(index)()[...] = 0
+        self._shape = (batch, length)
+
+    def _store_prompt(self, length, *kv):
+        with self._lock:
+            self._allocate(kv[0].shape[0], int(length))
+            n = kv[0].shape[2]
+            for index, value in zip(self._past, kv):
+                self._interpreter.tensor(index)()[:, :, :n] = value
+            self._window += 1
+            return np.int32(self._window)
+
+    def _step(self, tokens, pos, pad, cache):
+        with self._lock:
+            if int(cache[0]) != self._window:
+                self.raised = GenerationError(  # raised by the decoder (decoding._python_errors)
+                    "Another generation ran on this int8 model in the middle of this one; "
+                    "with quantize='int8' a model generates one batch at a time.")
+                raise self.raised
+            it = self._interpreter
+            it.set_tensor(self._tokens, tokens)
+            it.set_tensor(self._pos, np.asarray(pos, np.int32))
+            it.set_tensor(self._pad, pad)
+            it.invoke()
+            for index, new in zip(self._past, self._new):
+                it.tensor(index)()[:, :, pos:pos + 1] = it.get_tensor(new)
+            return it.get_tensor(self._logits)

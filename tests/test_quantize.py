@@ -1,0 +1,323 @@
+"""Reduced-precision generation: ``load_gpt2(quantize="int8")`` (LiteRT, 8-bit weights)
+and ``compute_dtype="bfloat16"``.
+
+The quality guard trains a small GPT-2 from scratch (as the demo does) and
+compares held-out perplexity in each mode with float32's; a "decisive" random
+model (sharp logits, see helpers.decisive_weights) checks that greedy text is
+the same as float32's, with every generation feature on.
+"""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import gpt2_simple_plus as gpt2
+import helpers
+from gpt2_simple_plus import checkpoints, lite
+from gpt2_simple_plus.checkpoints import find_checkpoint, load_model
+from gpt2_simple_plus.decoding import Decoder
+from gpt2_simple_plus.generation import decoder_for
+from gpt2_simple_plus.hparams import HParams, hparams_for
+from gpt2_simple_plus.model import GPT2, multihead_attn, past_attn, update_slice
+from gpt2_simple_plus.sampling import SamplingConfig
+
+
+def load(folder, **options):
+    sess = gpt2.start_tf_sess()
+    gpt2.load_gpt2(sess, model_name=os.path.basename(folder),
+                   model_dir=os.path.dirname(folder), **options)
+    return sess
+
+
+@pytest.fixture(scope="module")
+def decisive_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("quantize") / "models" / "tiny"
+    helpers.make_model_dir(str(folder), weights=lambda hp: helpers.decisive_weights(hp, 3))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def full(decisive_dir):
+    return load(decisive_dir)
+
+
+@pytest.fixture(scope="module")
+def int8(decisive_dir):
+    return load(decisive_dir, quantize="int8")
+
+
+# ---------------------------------------------------------------------------
+# The attention the converted step uses
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_past_attn_equals_writing_the_cache_then_attending(n):
+    rng = np.random.default_rng(0)
+    b, h, length, d, pos = 2, 3, 8, 4, 4
+    q, k, v = (tf.constant(rng.standard_normal([b, h, n, d]), tf.float32) for _ in range(3))
+    past_k, past_v = (tf.constant(rng.standard_normal([b, h, length, d]), tf.float32)
+                      for _ in range(2))  # positions >= pos hold junk that must be ignored
+    pad = tf.constant([0, 2])
+    ours = past_attn(q, k, v, past_k, past_v, pos, pad)
+    keys = update_slice(past_k, k, pos, axis=2)
+    values = update_slice(past_v, v, pos, axis=2)
+    at = pos + tf.range(n)
+    j = tf.range(length)
+    mask = tf.logical_and((j[None, :] <= at[:, None])[None, None],
+                          (j[None, :] >= pad[:, None])[:, None, None, :])
+    theirs = multihead_attn(q, keys, values, mask)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_read_only_cache_returns_the_new_keys_and_values():
+    model = GPT2(hparams_for("tiny", n_vocab=50), seed=1)
+    hp = model.hparams
+    cache = model.empty_cache(1, 8)
+    h, cache = model.forward([[1, 2, 3]], cache=cache, pos=0)
+    nothing = tf.zeros([1, hp.n_head, 1, hp.head_size])
+    h2, new = model.forward([[1, 2, 3]], cache=[(nothing, nothing)] * hp.n_layer, pos=0)
+    np.testing.assert_allclose(h2.numpy(), h.numpy(), rtol=1e-5, atol=1e-5)
+    for (k, v), written in zip(new, cache):
+        np.testing.assert_allclose(k.numpy(), written[0][:, :, :3].numpy(), atol=1e-6)
+        np.testing.assert_allclose(v.numpy(), written[1][:, :, :3].numpy(), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# int8: the same text as float32, every feature on
+
+def texts(sess, **options):
+    options = {"length": 30, "temperature": 0.0, "return_as_list": True, **options}
+    return gpt2.generate(sess, **options)
+
+
+@pytest.fixture(scope="module")
+def float_steps(decisive_dir):
+    """A session whose generation runs on the LiteRT step with float32 weights: the
+    same machinery as int8 without the rounding, so its text must equal float32's."""
+    sess = load(decisive_dir)
+    steps = lite.LiteModel(sess.model, lite.convert_int8(sess.model, quantize=False))
+    sess.model._decoder = Decoder(steps, jit_compile=False)
+    return sess
+
+
+@pytest.mark.parametrize("options", [
+    {"prefix": "the cat", "length": 40},
+    {"prefix": ["a", "the dog ran"], "nsamples": 3, "batch_size": 2},  # padding, a short batch
+    {"prefix": "on the", "stop": "e"},
+    {"prefix": "on the", "truncate": "t", "include_prefix": False},
+    {"prefix": "the", "repetition_penalty": 1.5},
+    {"prefix": "the", "length": 150},  # longer than the context (64): the window slides
+    {"prefix": "the", "top_k": 3, "temperature": 0.9, "seed": 1},
+    {"prefix": "the", "top_p": 0.9, "temperature": 0.9, "seed": 2},
+], ids=["greedy", "batches", "stop", "truncate", "penalty", "sliding", "top_k", "top_p"])
+def test_the_litert_step_generates_what_float32_does(full, float_steps, options):
+    assert texts(float_steps, **options) == texts(full, **options)
+
+
+@pytest.mark.parametrize("options", [
+    {"prefix": ["a", "the dog ran"], "nsamples": 3, "batch_size": 2},
+    {"prefix": "on the", "stop": "e", "length": 60},
+    {"prefix": "the", "repetition_penalty": 1.5},
+    {"prefix": "the", "length": 150},
+    {"prefix": "the", "top_k": 3, "temperature": 0.9, "seed": 1},
+], ids=["batches", "stop", "penalty", "sliding", "top_k"])
+def test_int8_generation_features(int8, options):
+    out = texts(int8, **options)
+    assert len(out) == options.get("nsamples", 1)
+    if "stop" in options:
+        assert "e" not in out[0][len("on the"):]
+    if options.get("length") == 150:
+        assert len(int8.encoder.encode(out[0])) > 64  # past the context
+
+
+def test_int8_streams_the_same_text(int8):
+    pieces = list(gpt2.generate(int8, prefix="the cat", length=25, temperature=0.0,
+                                stream=True))
+    assert len(pieces) > 3
+    assert "".join(pieces) == texts(int8, prefix="the cat", length=25)[0]
+
+
+def test_int8_sampling_is_reproducible(int8):
+    a = texts(int8, prefix="the", temperature=1.0, seed=5, nsamples=2, batch_size=2)
+    assert a == texts(int8, prefix="the", temperature=1.0, seed=5, nsamples=2, batch_size=2)
+    assert a != texts(int8, prefix="the", temperature=1.0, seed=6, nsamples=2, batch_size=2)
+
+
+def test_int8_weights_are_prepared_once_per_checkpoint(decisive_dir, capsys, monkeypatch):
+    prefix = find_checkpoint(decisive_dir, "latest")
+    path = prefix + lite.SUFFIX
+    if os.path.exists(path):
+        os.remove(path)
+    calls = []
+    convert = lite.convert_int8
+    monkeypatch.setattr(lite, "convert_int8", lambda m: calls.append(1) or convert(m))
+    sess = load(decisive_dir, quantize="int8")
+    assert calls == [1] and os.path.isfile(path)
+    assert "Converting" in capsys.readouterr().out
+    decoder = decoder_for(sess.model)
+    texts(sess, prefix="the")
+    traces = decoder.traces
+    texts(sess, prefix="the")
+    texts(sess, prefix="the")
+    assert calls == [1] and decoder.traces == traces  # no conversion or tracing per call
+    load(decisive_dir, quantize="int8")  # the next load reads the file
+    assert calls == [1] and "Converting" not in capsys.readouterr().out
+    os.utime(prefix + ".index")  # a newer checkpoint under the same name: converted again
+    os.utime(path, (1, 1))
+    load(decisive_dir, quantize="int8")
+    assert calls == [1, 1]
+
+
+def test_deleting_a_checkpoint_deletes_its_int8_copy(tmp_path):
+    prefix = str(tmp_path / "model-1")
+    for ext in (".index", ".data-00000-of-00001", lite.SUFFIX):
+        (tmp_path / ("model-1" + ext)).write_bytes(b"x")
+    checkpoints._remove_bundle(prefix)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interleaved_int8_streams_stop_with_a_clear_error(int8):
+    first = gpt2.generate(int8, prefix="the", length=20, temperature=0.0, stream=True)
+    second = gpt2.generate(int8, prefix="a", length=20, temperature=0.0, stream=True)
+    next(first), next(first)  # the prefix, then the first generated piece
+    next(second), next(second)
+    with pytest.raises(gpt2.GenerationError, match="one batch at a time"):
+        list(first)
+    assert texts(int8, prefix="the")  # and the model still works afterwards
+
+
+def test_bad_quantize_settings_are_one_clear_error(decisive_dir):
+    with pytest.raises(gpt2.GenerationError, match="quantize must be None or one of"):
+        load(decisive_dir, quantize="int4")
+    with pytest.raises(gpt2.GenerationError, match="leave compute_dtype"):
+        load(decisive_dir, quantize="int8", compute_dtype="bfloat16")
+
+
+def test_without_litert_int8_says_what_to_install(decisive_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with pytest.raises(gpt2.MissingDependencyError, match=r"gpt2_simple_plus\[lite\]"):
+        load(decisive_dir, quantize="int8")
+
+
+def test_cli_generates_with_int8(decisive_dir, tmp_path):
+    models = os.path.dirname(decisive_dir)
+    result = helpers.run_cli("generate", "--model_name", "tiny", "--model_dir", models,
+                             "--quantize", "int8", "--prefix", "the cat", "--length", "20",
+                             "--temperature", "0", cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    full = texts(load(decisive_dir), prefix="the cat", length=20)[0]
+    assert full in result.stdout
+
+
+def test_the_exported_model_stays_float32(int8, tmp_path):
+    path = gpt2.export_model(int8, str(tmp_path / "export"))
+    served = tf.saved_model.load(path)
+    logits = served.signatures["logits"](tokens=tf.constant([[1, 2, 3]], tf.int32))["logits"]
+    assert logits.dtype == tf.float32
+    np.testing.assert_allclose(logits.numpy(), int8.model([[1, 2, 3]])[:, -1].numpy(), atol=1e-4)
+
+
+# ---------------------------------------------------------------------------
+# The quality guard: a model that has learned something
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-layer GPT-2 trained from scratch on Python's manual (the demo's corpus), and a
+    held-out stretch of the same manual, encoded."""
+    from gpt2_simple_plus.demo import corpus_text
+
+    root = tmp_path_factory.mktemp("trained")
+    vocab = str(root / "vocab")
+    helpers.make_tiny_vocab(vocab)
+    text = corpus_text()
+    corpus = root / "corpus.txt"
+    corpus.write_text(text[:150_000], encoding="utf-8")
+    sess = gpt2.start_tf_sess()
+    hp = HParams(n_vocab=len(gpt2.encoder.get_encoder(vocab).encoder), n_ctx=64, n_embd=64,
+                 n_head=4, n_layer=2)
+    gpt2.finetune(sess, str(corpus), model_name=None, hparams=hp, vocab_dir=vocab,
+                  checkpoint_dir=str(root / "checkpoint"), run_name="run1", steps=200,
+                  batch_size=16, learning_rate=3e-3, warmup_steps=10, print_every=100,
+                  sample_every=0, save_every=0, seed=0)
+    held_out = sess.encoder.encode(text[-20_000:])
+    rows = np.array([held_out[i:i + 64] for i in range(0, 64 * 32, 64)], np.int32)
+    return str(root / "checkpoint" / "run1"), rows
+
+
+def perplexity_full(model, rows):
+    logits = tf.cast(model(rows[:, :-1]), tf.float32)
+    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(rows[:, 1:], logits)
+    return float(np.exp(np.mean(loss.numpy())))
+
+
+def perplexity_int8(model, rows):
+    """Teacher-forced through the int8 step: the first token read as a prompt, then
+    every following token one at a time, as generation runs."""
+    steps = lite.LiteModel(model, lite.convert_int8(model))
+    batch, n = rows.shape
+    logits, cache = steps.forward(rows[:, :1], cache=steps.empty_cache(batch, n), pos=0)
+    losses = []
+    for t in range(1, n):
+        losses.append(tf.nn.sparse_softmax_cross_entropy_with_logits(rows[:, t], logits[:, 0]))
+        if t < n - 1:
+            logits, cache = steps.forward(rows[:, t:t + 1], cache=cache, pos=tf.constant(t))
+    return float(np.exp(np.mean(np.stack(losses))))
+
+
+def test_quality_guard_perplexity_of_each_mode(trained):
+    run_dir, rows = trained
+    prefix = find_checkpoint(run_dir, "latest")
+    full = perplexity_full(load_model(run_dir, prefix), rows)
+    assert full < 0.25 * rows.max()  # it learned something: far below a uniform guess
+    bf16 = perplexity_full(load_model(run_dir, prefix, compute_dtype="bfloat16"), rows)
+    int8 = perplexity_int8(load_model(run_dir, prefix), rows)
+    print(f"held-out perplexity: float32 {full:.3f}, bfloat16 {bf16:.3f}, int8 {int8:.3f}")
+    assert abs(bf16 / full - 1) <= 0.01
+    assert abs(int8 / full - 1) <= 0.02
+
+
+@pytest.fixture(scope="module")
+def decisive_run(tmp_path_factory):
+    """A decisive model: the same small GPT-2 trained on one passage of the manual
+    repeated, until its greedy continuation of any stretch of it is the passage."""
+    from gpt2_simple_plus.demo import corpus_text
+
+    root = tmp_path_factory.mktemp("decisive")
+    vocab = str(root / "vocab")
+    helpers.make_tiny_vocab(vocab)
+    passage = corpus_text()[:400]
+    (root / "passage.txt").write_text(passage * 200, encoding="utf-8")
+    sess = gpt2.start_tf_sess()
+    hp = HParams(n_vocab=len(gpt2.encoder.get_encoder(vocab).encoder), n_ctx=64, n_embd=64,
+                 n_head=4, n_layer=2)
+    gpt2.finetune(sess, str(root / "passage.txt"), model_name=None, hparams=hp,
+                  vocab_dir=vocab, checkpoint_dir=str(root / "checkpoint"), run_name="run1",
+                  steps=150, batch_size=16, learning_rate=3e-3, warmup_steps=10,
+                  print_every=50, sample_every=0, save_every=0, seed=0)
+    return str(root / "checkpoint"), passage
+
+
+@pytest.mark.parametrize("mode", [{"quantize": "int8"}, {"compute_dtype": "bfloat16"}],
+                         ids=["int8", "bfloat16"])
+def test_greedy_text_of_a_decisive_model_agrees_with_float32(decisive_run, mode):
+    checkpoint_dir, passage = decisive_run
+    sessions = []
+    for options in ({}, mode):
+        sess = gpt2.start_tf_sess()
+        gpt2.load_gpt2(sess, checkpoint_dir=checkpoint_dir, run_name="run1", **options)
+        sessions.append(sess)
+    for start in range(0, 300, 60):
+        prompt = passage[start:start + 30]
+        full, ours = (s.encoder.decode(decoder_for(s.model).generate(
+            [s.encoder.encode(prompt)], 24, SamplingConfig(temperature=0.0))[0])
+            for s in sessions)
+        assert len(sessions[0].encoder.encode(full)) >= 20
+        assert ours == full, prompt
+    assert passage[30:60] in full_text(sessions[0], passage[:30])  # it did learn the passage
+
+
+def full_text(sess, prompt):
+    return gpt2.generate(sess, prefix=prompt, length=40, temperature=0.0, return_as_list=True)[0]
