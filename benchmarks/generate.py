@@ -9,15 +9,17 @@ keras-hub (TensorFlow, XLA), in one run on the same random 124M checkpoint.
 The header names the CPU and the flags that decide which kernels run
 (avx512f, avx512_bf16, amx_bf16, amx_int8): a figure from one CPU kind does
 not carry to another. Two verdicts are printed: our float32 default against
-the best float32 peer, and our fastest mode against every peer's fastest mode
-(CTranslate2 int8, transformers bfloat16).
+the best float32 peer, and our fastest mode (``load_gpt2(quantize="int8")`` or
+``compute_dtype="bfloat16"``) against every peer's fastest mode (CTranslate2
+int8, transformers bfloat16).
 
 Each system runs in its own subprocess (gpt-2-simple switches TensorFlow to
 graph mode for the whole process) and reports tokens/s at batch 1 and batch 8
 for 128 new tokens after a 2-token prompt ("Hello world"), sampling at
 temperature 0.7 with no top-k/top-p (gpt-2-simple's defaults), best of
 ``--runs`` after a warm-up call; plus the time from process start to the first
-generated text (imports, loading, compiling, generating 128 tokens).
+generated text (imports, loading, compiling, generating 128 tokens). One-off
+conversions (CTranslate2's copy, our int8 copy) are made before the clock starts.
 
 Needs the benchmark extras: ``pip install -e ".[bench]"`` and the real GPT-2
 vocabulary (``$GPT2_VOCAB_DIR``, default ``../shared/gpt2-vocab``). CTranslate2
@@ -59,7 +61,7 @@ COMMON = textwrap.dedent("""
 PLUS = """
     import gpt2_simple_plus as gpt2
     sess = gpt2.start_tf_sess()
-    gpt2.load_gpt2(sess, model_name="124M", model_dir=MODEL_DIR, compute_dtype="{dtype}")
+    gpt2.load_gpt2(sess, model_name="124M", model_dir=MODEL_DIR, {options})
     def run(batch):
         texts = gpt2.generate(sess, prefix=PROMPT, length=N, temperature=T, nsamples=batch,
                               batch_size=batch, return_as_list=True)
@@ -140,9 +142,22 @@ CTRANSLATE2 = HF_LOAD + """
     report(run)
 """
 
+# The int8 copy is made once per checkpoint (kept beside it), in a process of its own, so
+# the first-text time is what every later run sees, as with CTranslate2's conversion.
+PLUS_INT8 = """
+    import glob, subprocess
+    if not glob.glob(os.path.join(MODEL_DIR, "124M", "model.ckpt.int8*.tflite")):
+        subprocess.run([sys.executable, "-c", "import sys, gpt2_simple_plus as g; "
+                        "g.load_gpt2(g.start_tf_sess(), model_name='124M', "
+                        "model_dir=sys.argv[1], quantize='int8')", MODEL_DIR],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print("CONVERTED", flush=True)
+""" + PLUS.format(options='quantize="int8"')
+
 SCRIPTS = {
-    "gpt2_simple_plus": PLUS.format(dtype="float32"),
-    "gpt2_simple_plus bf16": PLUS.format(dtype="bfloat16"),
+    "gpt2_simple_plus": PLUS.format(options='compute_dtype="float32"'),
+    "gpt2_simple_plus bf16": PLUS.format(options='compute_dtype="bfloat16"'),
+    "gpt2_simple_plus int8": PLUS_INT8,
     "gpt-2-simple 0.8.1": """
         import gpt_2_simple as gpt2
         sess = gpt2.start_tf_sess()
