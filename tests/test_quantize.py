@@ -212,6 +212,38 @@ def test_cli_generates_with_int8(decisive_dir, tmp_path):
     assert full in result.stdout
 
 
+def test_serve_batches_requests_on_the_int8_model(decisive_dir):
+    """``serve(quantize="int8")``: concurrent requests answered together, each the text
+    ``generate`` makes on the same model."""
+    import concurrent.futures
+    import json
+    import urllib.request
+
+    pytest.importorskip("uvicorn", reason='pip install -e ".[test]" installs the server')
+    server = gpt2.serve(model_name="tiny", model_dir=os.path.dirname(decisive_dir), port=0,
+                        quantize="int8", batch_wait=0.5, background=True)
+    try:
+        def ask(prompt):
+            body = json.dumps({"model": "tiny", "prompt": prompt, "max_tokens": 12,
+                               "temperature": 0}).encode()
+            request = urllib.request.Request(server.url + "/v1/completions", data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=120) as answer:
+                return json.load(answer)["choices"][0]["text"]
+
+        prompts = ["the cat", "a", "on the mat"]
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(ask, prompts))
+        stats = json.load(urllib.request.urlopen(server.url + "/health", timeout=30))
+    finally:
+        server.stop()
+    int8 = load(decisive_dir, quantize="int8")
+    for prompt, answer in zip(prompts, answers):
+        expected = texts(int8, prefix=prompt, length=12, include_prefix=False)[0]
+        assert answer.lstrip("\n") == expected
+    assert max(int(k) for k in stats["batches"]) > 1, stats  # answered together
+
+
 def test_the_exported_model_stays_float32(int8, tmp_path):
     path = gpt2.export_model(int8, str(tmp_path / "export"))
     served = tf.saved_model.load(path)
