@@ -238,7 +238,8 @@ def past_attn(q, k, v, past_k, past_v, pos, pad):
     first = pad[:, None, None, None] if pad is not None else 0  # left padding is never seen
     past = tf.range(length)[None, None, None, :]
     see_past = tf.logical_and(past < pos, past >= first)
-    see_new = tf.logical_and((at[None, :] <= at[:, None])[None, None], at[None, None, None] >= first)
+    causal = (at[None, :] <= at[:, None])[None, None]
+    see_new = tf.logical_and(causal, at[None, None, None] >= first)
     scale = 1.0 / math.sqrt(q.shape[-1])
     one = q.shape[2] == 1
     if one:  # [b, h, 1, d] * [b, h, length, d] summed over d: [b, h, length] -> [b, h, 1, length]
@@ -362,8 +363,9 @@ class GPT2(tf.Module):
         recomputes each block in the backward pass instead of storing its
         activations (memory-saving gradients). A ``cache`` of ``(keys, values)`` pairs,
         one per layer, is read but not written (see :func:`past_attn`): the tokens' own
-        keys and values come back in its place, for the caller to store. ``portable=True`` writes the cache with
-        core TensorFlow ops instead of XLA's (see :func:`update_slice`), for export.
+        keys and values come back in its place, for the caller to store.
+        ``portable=True`` writes the cache with core TensorFlow ops instead of XLA's (see
+        :func:`update_slice`), for export.
         """
         w, hp = self.weights, self.hparams
         if self.lora is not None:  # "model/h0/attn/c_attn/lora": (A, B, scale) beside the base
