@@ -150,6 +150,14 @@ def _bool(text):
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _names(text):
+    """A comma-separated list: ``"attn,mlp/c_fc"`` -> ``("attn", "mlp/c_fc")``."""
+    names = tuple(n.strip() for n in str(text).split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    return names
+
+
 STEPS = _number(int, 1, allowed=(-1,), what="a whole number of steps, or -1 (until Ctrl-C)")
 POSITIVE = _number(int, 1, what="a whole number of at least 1")
 COUNT = _number(int, 0, what="a whole number (0 or more)")
@@ -244,6 +252,10 @@ FINETUNE_FLAGS = {
     "precision": dict(choices=("float32", "bfloat16", "float16"),
                       help="float16/bfloat16 on GPUs and TPUs that are fast at them"),
     "jit_compile": dict(type=_bool, help="compile the step with XLA (default: automatic)"),
+    "lora_targets": dict(type=_names, metavar="LAYER,...",
+                         help="the projections that get LoRA adapters, comma-separated: "
+                              "attn/c_attn, attn/c_proj, mlp/c_fc, mlp/c_proj, or attn, mlp, "
+                              "c_attn, c_fc, c_proj (default: all four)"),
     "strategy": dict(choices=lambda: module_constant("distributed", "STRATEGY_NAMES"),
                      help="multiworker: train across the machines TF_CONFIG lists (run the same "
                           "command on each); mirrored: across this machine's GPUs"),
@@ -305,8 +317,13 @@ def function_parameters(module, function):
     for a, d, is_positional in pairs:
         try:
             default = None if d is None else ast.literal_eval(d)
-        except ValueError:  # not a plain value (a constant's name ...): no flag for it
-            continue
+        except ValueError:  # a module's constant (lora.LAYERS) is read; anything else: no flag
+            if not (isinstance(d, ast.Attribute) and isinstance(d.value, ast.Name)):
+                continue
+            try:
+                default = module_constant(d.value.id, d.attr)
+            except (KeyError, ImportError, ValueError):
+                continue
         params.append(Parameter(a.arg, default, is_positional, _docstring_help(doc, a.arg)))
     return [p for p in params if p.name not in ("sess", "self")]
 

@@ -226,6 +226,18 @@ def test_parse_types_and_defaults():
     assert args.legacy is False
 
 
+
+def test_lora_targets_is_a_comma_separated_flag():
+    """finetune's default is a constant of lora.py (not a literal): read, not skipped."""
+    from gpt2_simple_plus import lora
+
+    assert "lora_targets" in [p.name for p in cli.finetune_parameters()]  # passed on
+    args = cli.parse(["finetune", "a.txt", "--lora_targets", "attn, mlp/c_fc"])
+    assert args.lora_targets == ("attn", "mlp/c_fc")
+    assert cli.parse(["finetune", "a.txt"]).lora_targets == lora.LAYERS
+    with pytest.raises(SystemExit):
+        cli.parse(["finetune", "a.txt", "--lora_targets", ","])
+
 def test_doctests():
     result = doctest.testmod(cli, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
