@@ -165,14 +165,22 @@ class Adapters(tf.Module):
         return {prefix + "/lora": (self.A[prefix], self.B[prefix], self.scale)
                 for prefix in self.A}
 
+    def delta_applies(self, name):
+        """Whether the weight ``name`` has an adapter (its merged value differs)."""
+        return name.endswith("/w") and name[: -len("/w")] in self.A
+
     def delta(self, name):
         """The merged update ``scale·A·B`` of the weight ``name`` (``".../w"``) as a
         ``[1, nx, nf]`` float32 array, or ``None`` when it has no adapter."""
-        prefix = name[: -len("/w")] if name.endswith("/w") else None
-        if prefix not in self.A:
+        d = self.delta_tensor(name)
+        return None if d is None else d.numpy()[None]
+
+    def delta_tensor(self, name):
+        """:meth:`delta` as a ``[nx, nf]`` ``tf.Tensor``, or ``None``."""
+        if not self.delta_applies(name):
             return None
-        d = tf.matmul(self.A[prefix], self.B[prefix]) * self.scale
-        return d.numpy()[None]
+        prefix = name[: -len("/w")]
+        return tf.matmul(self.A[prefix], self.B[prefix]) * self.scale
 
     def state(self, base=None):
         """``{name: array}`` for the ``lora-<step>`` bundle: every ``A`` and ``B``, the
@@ -254,15 +262,23 @@ class MergedWeights:
     """A lazy ``{name: float32 array}`` view of ``base`` (any ``{name: array}``
     mapping, e.g. a :class:`~gpt2_simple_plus.checkpoints.CheckpointWeights`)
     with each adapted weight merged, ``W + scale·A·B``, when it is read: what
-    a merged checkpoint holds, computed one tensor at a time."""
+    a merged checkpoint holds, computed one tensor at a time. ``tensors=True``
+    gives float32 ``tf.Tensor`` values instead, computed in TensorFlow (the same
+    float32 sums) and read from a checkpoint without a NumPy copy: what a save
+    writes, so it never holds a tensor twice."""
 
-    def __init__(self, base, adapters):
-        self.base, self.adapters = base, adapters
+    def __init__(self, base, adapters, *, tensors=False):
+        self.base, self.adapters, self.tensors = base, adapters, tensors
 
     def __getitem__(self, name):
-        value = np.asarray(self.base[name], np.float32)
-        delta = self.adapters.delta(name)
-        return value if delta is None else value + delta.reshape(value.shape)
+        if not self.tensors:
+            value = np.asarray(self.base[name], np.float32)
+            delta = self.adapters.delta(name)
+            return value if delta is None else value + delta.reshape(value.shape)
+        read = getattr(self.base, "tensor", None)
+        value = read(name) if read else tf.cast(tf.convert_to_tensor(self.base[name]), tf.float32)
+        delta = self.adapters.delta_tensor(name)
+        return value if delta is None else value + tf.reshape(delta, value.shape)
 
     def keys(self):
         return self.base.keys()
@@ -357,8 +373,8 @@ def merged_source(model, base_prefix):
     from .checkpoints import CheckpointWeights
 
     if all(v.dtype == tf.float32 for v in model.weights.values()):
-        return MergedWeights(model.weights, model.lora)
-    return MergedWeights(CheckpointWeights(base_prefix, model.hparams), model.lora)
+        return MergedWeights(model.weights, model.lora, tensors=True)
+    return MergedWeights(CheckpointWeights(base_prefix, model.hparams), model.lora, tensors=True)
 
 
 def save(run_dir, model, step, base_prefix, *, mode="merged", train_state=None,
@@ -375,14 +391,36 @@ def save(run_dir, model, step, base_prefix, *, mode="merged", train_state=None,
         shard_bytes=checkpoints.SHARD_BYTES)
 
 
-def merge_and_unload(adapters, base_prefix, hparams, *, compute_dtype="float32",
-                     matrix_dtype="float32"):
-    """A plain GPT-2 whose weights are the checkpoint ``base_prefix`` merged with
-    ``adapters`` (PEFT's ``merge_and_unload``), read one tensor at a time and held
-    with ``matrix_dtype`` weight matrices (``"bfloat16"``: merged in float32, then
-    rounded once, in half the memory). Drop the LoRA model first where memory is short."""
-    from .checkpoints import CheckpointWeights
-    from .model import GPT2
+def merge_in_place(model, base_prefix):
+    """Fold ``model``'s adapters into its own variables (PEFT's ``merge_and_unload``) and
+    drop them: each weight becomes the checkpoint ``base_prefix``'s float32 value plus
+    ``scale·A·B``, rounded once to the variable's dtype (a bfloat16 base stays
+    bfloat16). One tensor at a time, into the memory the frozen base already holds, so
+    after training no second copy of the model is ever built. Returns ``model``.
 
-    merged = MergedWeights(CheckpointWeights(base_prefix, hparams), adapters)
-    return GPT2(hparams, merged, compute_dtype=compute_dtype, matrix_dtype=matrix_dtype)
+        >>> from gpt2_simple_plus.hparams import hparams_for
+        >>> from gpt2_simple_plus.model import GPT2
+        >>> from gpt2_simple_plus.checkpoints import save_pretrained_layout
+        >>> import tempfile
+        >>> hp = hparams_for("tiny", n_vocab=100)
+        >>> folder = tempfile.mkdtemp()
+        >>> model = GPT2(hp, seed=0, trainable=False)
+        >>> save_pretrained_layout(folder, model.numpy_weights(), hp)
+        >>> model.lora = Adapters(hp, rank=4, seed=0)
+        >>> b = model.lora.B["model/h0/mlp/c_fc"]
+        >>> _ = b.assign(tf.ones(b.shape))                    # as if trained
+        >>> w = model.weights["model/h0/mlp/c_fc/w"]
+        >>> before = w.numpy()
+        >>> merge_in_place(model, folder + "/model.ckpt").lora is None
+        True
+        >>> model.weights["model/h0/mlp/c_fc/w"] is w, bool((w.numpy() != before).any())
+        (True, True)
+    """
+    from .checkpoints import CheckpointWeights
+
+    merged = MergedWeights(CheckpointWeights(base_prefix, model.hparams), model.lora)
+    for name, var in model.weights.items():
+        if model.lora.delta_applies(name):  # the others already hold the base's values
+            var.assign(tf.cast(merged[name].reshape(var.shape), var.dtype))
+    model.lora = None
+    return model

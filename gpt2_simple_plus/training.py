@@ -394,13 +394,10 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
         if ended != "interrupted":  # (after Ctrl-C the other workers are mid-step)
             distributed.barrier(strategy)  # no worker leaves before the chief's last save
 
-    if lora_rank is not None:  # the session gets the merged model, built once the base is freed
-        adapters = model.lora
-        del model, trained, opt, train_step, eval_step, step, save, sample, validate, snapshot, \
-            restore
+    if lora_rank is not None:  # the session gets the model merged in place: no second copy
+        del trained, opt, train_step, eval_step, step, save, sample, validate, snapshot, restore
         gc.collect()  # the step's traced functions hold the base in reference cycles
-        model = lora.merge_and_unload(adapters, lora_base, hp, compute_dtype=precision,
-                                      matrix_dtype=lora_base_dtype)  # the memory asked for
+        lora.merge_in_place(model, lora_base)
     elif strategy is not None:  # hand the session plain variables, not mirrored ones
         model = GPT2(hp, model.numpy_weights(), compute_dtype=precision)
     sess.set_model(model, enc, run_dir, checkpoint=run.last_saved, run_name=run_name)

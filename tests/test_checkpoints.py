@@ -289,6 +289,22 @@ def test_truncated_data_file_names_it(tmp_path):
     assert data in message and "truncated" in message and "download or train again" in message
 
 
+
+def test_a_tensor_read_straight_into_tensorflow_equals_the_array(tmp_path):
+    """CheckpointWeights.tensor (what a merged LoRA save reads) and its truncated file."""
+    run = saved_run(tmp_path)
+    weights = CheckpointWeights(find_checkpoint(run), load_hparams(run))
+    for name in ("model/wte", "model/h0/attn/c_attn/w", "model/ln_f/b"):
+        tensor = weights.tensor(name)
+        assert isinstance(tensor, tf.Tensor) and tensor.dtype == tf.float32
+        np.testing.assert_array_equal(tensor.numpy(), weights[name])
+    data = os.path.join(run, "model-1" + DATA_SUFFIX)
+    os.truncate(data, os.path.getsize(data) // 2)
+    with pytest.raises(CheckpointError) as err:
+        for name in weights.keys():
+            weights.tensor(name)
+    assert data in str(err.value) and "truncated" in str(err.value)
+
 def test_truncated_train_state_names_it(tmp_path):
     run = saved_run(tmp_path, train_state={"m": np.zeros((1000,), np.float32),
                                            "v": np.ones((1000,), np.float32)})

@@ -88,6 +88,25 @@ def test_training_changes_only_the_adapters_and_the_merge_is_base_plus_update():
     assert max_diff(GPT2(HP, merged)(TOKENS[0]), model(TOKENS[0])) < 1e-4
 
 
+
+def test_merging_in_place_writes_base_plus_update_into_the_same_variables(tmp_path):
+    weights = random_weights(HP, 0)
+    checkpoints.save_pretrained_layout(str(tmp_path), weights, HP)
+    model = lora_model(weights=weights, targets=["attn", "mlp/c_fc"])
+    train(model, steps=3)
+    expected = dict(lora.MergedWeights(weights, model.lora).items())
+    logits = model(TOKENS[0]).numpy()
+    variables = dict(model.weights)
+    assert lora.merge_in_place(model, str(tmp_path / "model.ckpt")) is model
+    assert model.lora is None and model.weights == variables  # the same variables
+    for name, var in model.weights.items():
+        np.testing.assert_array_equal(var.numpy(), expected[name].reshape(var.shape))
+    assert max_diff(weights["model/h0/attn/c_attn/w"], model.weights["model/h0/attn/c_attn/w"]) \
+        > 1e-4  # the update is in, and nothing else moved:
+    np.testing.assert_array_equal(model.weights["model/h1/mlp/c_proj/w"].numpy(),
+                                  weights["model/h1/mlp/c_proj/w"])
+    assert max_diff(model(TOKENS[0]), logits) < 1e-4
+
 def test_targets_pick_the_projections():
     assert lora.target_layers(lora.LAYERS) == lora.LAYERS
     assert lora.target_layers("c_proj") == ("attn/c_proj", "mlp/c_proj")
@@ -262,7 +281,7 @@ def test_resuming_a_lora_run_continues_the_same_trajectory(work, tiny_model_dir,
 def test_lora_with_the_large_model_settings(work, tiny_model_dir, capsys, monkeypatch):
     """only_train_transformer_layers, memory-saving gradients and a bfloat16 base together;
     the merged checkpoint still adds the update to the float32 base, not a rounded one; and
-    the base's memory is freed before the session's merged model is built."""
+    the session's merged model is the trained one merged in place, not a second copy."""
     built = []
     real_build = lora.build_model
 
@@ -276,8 +295,9 @@ def test_lora_with_the_large_model_settings(work, tiny_model_dir, capsys, monkey
     tune(sess, tiny_model_dir, steps=20, only_train_transformer_layers=True,
          use_memory_saving_gradients=True, lora_base_dtype="bfloat16", learning_rate=1e-2)
     gc.collect()
-    assert len(built) == 1 and built[0]() is None  # nothing holds the frozen base any more
-    assert sess.model.weights["model/h0/attn/c_attn/w"].dtype == tf.bfloat16  # merged, halved
+    w = sess.model.weights["model/h0/attn/c_attn/w"]
+    assert len(built) == 1 and built[0]() is w and sess.model.lora is None  # merged in place
+    assert w.dtype == tf.bfloat16  # merged, halved
     losses = [float(v) for v in losses_printed(capsys.readouterr().out).values()]
     assert losses[-1] < losses[0] - 0.3, losses
     base = dict(checkpoints.read_checkpoint(tiny_model_dir).items())
@@ -288,6 +308,11 @@ def test_lora_with_the_large_model_settings(work, tiny_model_dir, capsys, monkey
         name + "/lora_B"])[None]
     np.testing.assert_allclose(merged[name + "/w"], expected, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(merged["model/wte"], base["model/wte"])
+    # the session's weights: the merged float32 values rounded once to bfloat16
+    for n in (name + "/w", "model/h1/mlp/c_proj/w", "model/wte"):
+        rounded = tf.cast(tf.cast(merged[n], tf.bfloat16), tf.float32).numpy()
+        np.testing.assert_array_equal(tf.cast(sess.model.weights[n], tf.float32).numpy(),
+                                      rounded.reshape(sess.model.weights[n].shape))
 
 
 def test_lora_runs_refuse_what_cannot_work(work, tiny_model_dir):
