@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import CheckpointError, ModelNotFoundError, TrainingError
+from .memory import release_free_memory
 from .model import variable_shapes
 
 # The projections of a block that may get adapters, named as in the checkpoint.
@@ -384,6 +385,7 @@ def save(run_dir, model, step, base_prefix, *, mode="merged", train_state=None,
     their base in ``lora-<step>``, and ``train_state``. Returns the saved prefix's name."""
     from . import checkpoints
 
+    release_free_memory()  # the training step's freed pages, before the save's tensors
     weights = merged_source(model, base_prefix) if mode == "merged" else None
     return checkpoints.save_checkpoint(
         run_dir, weights, step, max_checkpoints=max_checkpoints, train_state=train_state,

@@ -24,7 +24,9 @@ within 25%; ``benchmarks/memory.py`` measures the big ones). "GB" here is
 2**30 bytes, as ``free -g`` and ``nvidia-smi`` count.
 """
 
+import ctypes
 import dataclasses
+import gc
 import os
 import shutil
 import subprocess
@@ -299,6 +301,26 @@ def fit_message(settings, *, available, where="this machine has", lora=True, nee
             f"{gigabytes(n)}" for i, (c, n) in enumerate(chosen)]
     said[0] = said[0].replace(" needs about ", " about ")
     return head + " These settings would fit: " + "; ".join(said) + "."
+
+
+def release_free_memory():
+    """Give the operating system back the memory Python and TensorFlow have freed but the
+    C library's allocator still holds (glibc's ``malloc_trim``), after a ``gc.collect()``.
+
+    After a training step the allocator keeps the pages of the step's freed activations
+    (allocated by TensorFlow's threads, in their own arenas), and the next large
+    allocations, a LoRA run's merged save, would come on top of them. Returns whether
+    anything was handed back; ``False`` where the C library has no ``malloc_trim``.
+
+        >>> release_free_memory() in (True, False)
+        True
+    """
+    gc.collect()
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, Windows, musl)
+        return False
+    return bool(trim(0))
 
 
 def available_memory():

@@ -153,6 +153,22 @@ def test_available_memory_reads_meminfo_and_cgroup_limits(tmp_path):
     assert where == "this machine has" and 0 < n < 10 ** 15  # this test machine: no GPU
 
 
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_freed_memory_goes_back_to_the_system():
+    def rss():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) * 1024
+
+    memory.release_free_memory()
+    blocks = [bytes(4000) for _ in range(60_000)]  # 240 MB in small pieces of the heap
+    keep = blocks[::50]  # one in fifty stays: the freed pages sit between them
+    del blocks
+    held = rss()
+    assert memory.release_free_memory() is True
+    assert held - rss() > 150 * MB, (held, rss())
+    del keep
+
 def test_doctests():
     import doctest
 
