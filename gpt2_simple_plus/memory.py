@@ -31,6 +31,7 @@ import os
 import shutil
 import subprocess
 
+from . import checkpoints
 from .errors import OutOfMemoryError
 from .model import variable_shapes
 
@@ -71,6 +72,7 @@ class Settings:
     lora_rank: int = None
     lora_base_dtype: str = "float32"
     lora_targets: tuple = LORA_TARGETS
+    lora_save: str = "merged"
     window: int = None  # tokens per window; the model's n_ctx by default
     dataset_bytes: int = 0  # size of the training text, if known
 
@@ -168,11 +170,35 @@ def estimate(settings):
     activations += cast_copies
     head = HEAD_COPIES * tokens * hp.n_vocab * 4
 
-    return Estimate({
+    parts = {
         "weights": weights, "gradients": gradients, "optimizer": optimizer,
         "activations": activations, "head": head, "runtime": RUNTIME,
         "data": s.dataset_bytes,
-    })
+    }
+    if s.lora_rank and s.lora_save == "merged":
+        # After training, the merged save holds the base and one shard of float32 tensors
+        # (the step's memory is handed back first): counted where it needs more than the
+        # step, as a short window on a big model does.
+        saving = weights + RUNTIME + s.dataset_bytes + largest_shard(
+            [4 * sizes[n] for n in shapes], checkpoints.SHARD_BYTES)
+        parts["save"] = max(0, saving - sum(parts.values()))
+    return Estimate(parts)
+
+
+def largest_shard(sizes, shard_bytes):
+    """The most bytes :func:`~gpt2_simple_plus.checkpoints.write_bundle` holds at once
+    when it writes tensors of ``sizes`` bytes, in order, in shards of ``shard_bytes``:
+    its biggest group (a group ends with the tensor that takes it to ``shard_bytes``).
+
+        >>> largest_shard([5, 3, 4, 9, 1], 8)
+        13
+    """
+    largest = group = 0
+    for n in sizes:
+        group += n
+        if group >= shard_bytes:
+            largest, group = max(largest, group), 0
+    return max(largest, group)
 
 
 

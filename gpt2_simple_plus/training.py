@@ -219,7 +219,7 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
             lora_rank, lora_alpha, lora_layers, lora_base_dtype = lora.check_settings(
                 hp, lora_rank, lora_alpha, lora_targets, lora_base_dtype, lora_save)
             lora_settings = dict(lora_rank=lora_rank, lora_base_dtype=lora_base_dtype,
-                                 lora_targets=lora_layers)
+                                 lora_targets=lora_layers, lora_save=lora_save)
         memory_settings = memory.Settings(
             hp, model_name=model_name and canonical_model_name(model_name),
             batch_size=batch_size // (strategy.num_replicas_in_sync if strategy else 1),

@@ -98,6 +98,26 @@ def test_the_parts_add_up_as_the_settings_say():
     assert layers["optimizer"] < adam["optimizer"] and layers["gradients"] < adam["gradients"]
 
 
+
+def test_a_lora_runs_merged_save_counts_where_it_needs_more_than_the_step(monkeypatch):
+    """After training, a merged save holds the base plus one shard of float32 tensors."""
+    from gpt2_simple_plus import checkpoints
+
+    def lora(**kwargs):
+        return estimate(Settings(hparams_for("124M"), lora_rank=16, lora_base_dtype="bfloat16",
+                                 use_memory_saving_gradients=True, **kwargs))
+
+    short = lora(window=32)  # the step is small: the save sets the peak
+    parts = short.parts
+    shard = short.total - parts["weights"] - parts["runtime"]
+    # 256 MB of float32 tensors, ended by one that is at most a block's largest (9.4 MB)
+    assert checkpoints.SHARD_BYTES <= shard < checkpoints.SHARD_BYTES + 4 * 768 * 3072 + 1
+    assert parts["save"] > 0 and lora(window=32, lora_save="adapters").total < short.total
+    assert lora().parts["save"] == 0  # a full window: the step needs more than the save
+    assert "save" not in estimate(Settings(hparams_for("124M"))).parts
+    monkeypatch.setattr(checkpoints, "SHARD_BYTES", 1 << 30)  # one big shard: more memory
+    assert lora(window=32).total > short.total + 200 * MB
+
 def test_a_setting_that_does_not_fit_names_what_would():
     big = Settings(hparams_for("1558M"), model_name="1558M")
     with pytest.raises(OutOfMemoryError) as info:
