@@ -396,7 +396,7 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
 
     if lora_rank is not None:  # the session gets the model merged in place: no second copy
         del trained, opt, train_step, eval_step, step, save, sample, validate, snapshot, restore
-        gc.collect()  # the step's traced functions hold the base in reference cycles
+        gc.collect()  # the step's traced functions and the optimizer sit in reference cycles
         lora.merge_in_place(model, lora_base)
     elif strategy is not None:  # hand the session plain variables, not mirrored ones
         model = GPT2(hp, model.numpy_weights(), compute_dtype=precision)
