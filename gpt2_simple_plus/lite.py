@@ -37,6 +37,7 @@ buffers, which LiteRT keeps between calls.
     5
 """
 
+import glob
 import os
 import threading
 
@@ -97,7 +98,8 @@ def cached_int8(model, prefix):
     file is newer than the checkpoint ``prefix``, else converted and written there
     (atomically; a folder that cannot be written just keeps it in memory)."""
     path = prefix + SUFFIX
-    sources = [p for p in (prefix + ".index", prefix + ".data-00000-of-00001") if os.path.exists(p)]
+    sources = [prefix + ".index"] + glob.glob(glob.escape(prefix) + ".data-*")  # every shard
+    sources = [p for p in sources if os.path.exists(p)]
     newest = max((os.path.getmtime(p) for p in sources), default=0)
     if os.path.exists(path) and os.path.getmtime(path) >= newest:
         with open(path, "rb") as f:

@@ -7,6 +7,7 @@ model (sharp logits, see helpers.decisive_weights) checks that greedy text is
 the same as float32's, with every generation feature on.
 """
 
+import glob
 import os
 import sys
 
@@ -164,8 +165,9 @@ def test_int8_weights_are_prepared_once_per_checkpoint(decisive_dir, capsys, mon
     assert calls == [1] and decoder.traces == traces  # no conversion or tracing per call
     load(decisive_dir, quantize="int8")  # the next load reads the file
     assert calls == [1] and "Converting" not in capsys.readouterr().out
-    os.utime(prefix + ".index")  # a newer checkpoint under the same name: converted again
-    os.utime(path, (1, 1))
+    os.utime(prefix + ".index", (1, 1))  # only a data shard is newer than the int8 copy:
+    os.utime(path, (2, 2))               # the checkpoint changed, so it is converted again
+    os.utime(glob.glob(prefix + ".data-*")[0])
     load(decisive_dir, quantize="int8")
     assert calls == [1, 1]
 
