@@ -158,6 +158,7 @@ def _names(text):
     return names
 
 
+DTYPES = ("float32", "bfloat16", "float16")  # finetune's precision, generation's compute_dtype
 STEPS = _number(int, 1, allowed=(-1,), what="a whole number of steps, or -1 (until Ctrl-C)")
 POSITIVE = _number(int, 1, what="a whole number of at least 1")
 COUNT = _number(int, 0, what="a whole number (0 or more)")
@@ -249,7 +250,7 @@ FINETUNE_FLAGS = {
                      help="lower the learning rate to 0 at the last step"),
     "max_grad_norm": dict(type=NON_NEGATIVE, help="clip the gradient norm"),
     "weight_decay": dict(type=NON_NEGATIVE, help="adamw only"),
-    "precision": dict(choices=("float32", "bfloat16", "float16"),
+    "precision": dict(choices=DTYPES,
                       help="float16/bfloat16 on GPUs and TPUs that are fast at them"),
     "jit_compile": dict(type=_bool, help="compile the step with XLA (default: automatic)"),
     "lora_targets": dict(type=_names, metavar="LAYER,...",
@@ -530,10 +531,9 @@ def build_parser():
 
 
 def _precision_flags(group):
-    group.add_argument("--compute_dtype", default="float32",
-                       choices=("float32", "bfloat16", "float16"),
+    group.add_argument("--compute_dtype", default="float32", choices=DTYPES,
                        help="the type the matmuls run in")
-    group.add_argument("--quantize", choices=("int8",),
+    group.add_argument("--quantize", choices=module_constant("lite", "QUANTIZE_MODES"),
                        help="int8: 8-bit weights on LiteRT, the fastest on a CPU")
 
 

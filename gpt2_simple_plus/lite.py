@@ -37,13 +37,13 @@ buffers, which LiteRT keeps between calls.
     5
 """
 
-import glob
 import os
 import threading
 
 import numpy as np
 import tensorflow as tf
 
+from .checkpoints import data_files
 from .errors import GenerationError, MissingDependencyError
 from .files import write_bytes_atomic
 
@@ -98,8 +98,7 @@ def cached_int8(model, prefix):
     file is newer than the checkpoint ``prefix``, else converted and written there
     (atomically; a folder that cannot be written just keeps it in memory)."""
     path = prefix + SUFFIX
-    sources = [prefix + ".index"] + glob.glob(glob.escape(prefix) + ".data-*")  # every shard
-    sources = [p for p in sources if os.path.exists(p)]
+    sources = [p for p in [prefix + ".index"] + data_files(prefix) if os.path.exists(p)]
     newest = max((os.path.getmtime(p) for p in sources), default=0)
     if os.path.exists(path) and os.path.getmtime(path) >= newest:
         with open(path, "rb") as f:
