@@ -274,6 +274,7 @@ class Job:
         self.emit = emit
         self.cancelled = False
         self.done = False
+        self.look_at = time.monotonic() + 0.5  # when the server next checks the client is there
         self.key = request.batch_key() if request is not None else object()
         self.rows = request.rows if request is not None else 1
 
@@ -612,14 +613,22 @@ class App:
         return job, events
 
     async def _wait(self, request, job, events):
-        """The next event, or None when the client has gone (its job is then cancelled)."""
+        """The next event, or None when the client has gone (its job is then cancelled).
+
+        The client is looked at every half second by the clock, not only when no event
+        came: a running request's text events can come faster than that for its whole
+        length, and a client that left must not keep its rows busy until the end."""
         while True:
-            try:
-                return await asyncio.wait_for(events.get(), 0.5)
-            except asyncio.TimeoutError:
+            now = time.monotonic()
+            if now >= job.look_at:
+                job.look_at = now + 0.5
                 if await request.is_disconnected():
                     self.worker.cancel(job)
                     return None
+            try:
+                return await asyncio.wait_for(events.get(), job.look_at - now)
+            except asyncio.TimeoutError:
+                pass
 
     # -- routes --------------------------------------------------------------------
 
