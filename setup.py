@@ -32,6 +32,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=7",
+            "pytest-xdist>=3",  # tests/pytest.ini runs the suite in two worker processes
             "hypothesis>=6",
             "gpt-2-simple==0.8.1",
             "nbclient>=0.9",

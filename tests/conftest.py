@@ -7,6 +7,17 @@ import pytest  # noqa: E402
 import helpers  # noqa: E402
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pytest.ini): one worker per core, at most two. Each worker holds
+    TensorFlow and its models (up to about 3 GB) and runs TensorFlow on every core,
+    so more workers than two add memory without adding speed."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 2))
+
+
 @pytest.fixture(scope="session")
 def gpt2_vocab_dir():
     """The real GPT-2 vocabulary (../shared/gpt2-vocab or $GPT2_VOCAB_DIR)."""
