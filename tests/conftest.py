@@ -4,7 +4,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-import helpers  # noqa: E402
+
+def _import_helpers_quietly():
+    """The package, and with it TensorFlow, imported with file descriptor 2 on /dev/null: the
+    lines TensorFlow's C++ side prints as it loads (oneDNN, CUDA) bypass Python, and
+    under pytest-xdist the controller printed them after the suite's summary."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import helpers
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    return helpers
+
+
+helpers = _import_helpers_quietly()
 
 
 def pytest_xdist_auto_num_workers(config):
