@@ -322,7 +322,8 @@ def _write_state_file(folder, prefixes):
 def _remove_bundle(prefix):
     # the index first: without it the rest is not a checkpoint any more
     for path in [prefix + ".index"] + glob.glob(glob.escape(prefix) + ".data-*") + \
-            [prefix + ".meta"] + glob.glob(glob.escape(prefix) + ".int8*.tflite"):  # + lite.py's
+            [prefix + ".meta"] + glob.glob(glob.escape(prefix) + ".int8*.tflite") + \
+            glob.glob(glob.escape(prefix) + ".float32*.tflite"):  # + lite.py's steps
         if os.path.exists(path):
             os.remove(path)
 

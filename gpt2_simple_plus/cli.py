@@ -535,6 +535,10 @@ def _precision_flags(group):
                        help="the type the matmuls run in")
     group.add_argument("--quantize", choices=module_constant("lite", "QUANTIZE_MODES"),
                        help="int8: 8-bit weights on LiteRT, the fastest on a CPU")
+    group.add_argument("--runtime", choices=module_constant("lite", "RUNTIMES"),
+                       help="where each new token is computed: tensorflow (the default; "
+                            "litert with --quantize) or litert (float32 weights on LiteRT: "
+                            "faster, with a second copy of the weights)")
 
 
 # ---------------------------------------------------------------------------
@@ -700,7 +704,7 @@ def _generate(args):
     gpt2.load_gpt2(sess, checkpoint=args.checkpoint, run_name=args.run_name,
                    checkpoint_dir=args.checkpoint_dir, model_name=args.model_name,
                    model_dir=args.model_dir, compute_dtype=args.compute_dtype,
-                   quantize=args.quantize)
+                   quantize=args.quantize, runtime=args.runtime)
     options = dict(run_name=args.run_name, checkpoint_dir=args.checkpoint_dir,
                    model_name=args.model_name, model_dir=args.model_dir,
                    truncate=args.truncate, sample_delim=args.sample_delim, prefix=args.prefix,
@@ -764,7 +768,7 @@ def _serve(args):
           api_key=args.api_key, max_tokens=args.max_tokens, max_batch=args.max_batch,
           max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens,
           max_body_bytes=args.max_body_bytes, batch_wait=args.batch_wait,
-          compute_dtype=args.compute_dtype, quantize=args.quantize)
+          compute_dtype=args.compute_dtype, quantize=args.quantize, runtime=args.runtime)
 
 
 # ---------------------------------------------------------------------------

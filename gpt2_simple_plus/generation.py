@@ -57,7 +57,7 @@ def _session_decoder(sess):
 
 def load_gpt2(sess, checkpoint="latest", run_name="run1", checkpoint_dir="checkpoint",
               model_name=None, model_dir="models", multi_gpu=False, reuse=False,
-              compute_dtype="float32", quantize=None):
+              compute_dtype="float32", quantize=None, runtime=None):
     """Load a model into ``sess`` for repeated generation (gpt-2-simple's ``load_gpt2``).
 
     With ``model_name`` the pretrained model in ``models/<model_name>``;
@@ -71,10 +71,14 @@ def load_gpt2(sess, checkpoint="latest", run_name="run1", checkpoint_dir="checkp
     ``quantize="int8"`` makes :func:`generate` read each weight matrix as 8-bit
     integers with a scale per output channel, on LiteRT's kernels (see
     :mod:`~gpt2_simple_plus.lite`): a quarter of the bytes per token, which is what
-    sets decoding speed on a CPU, for a small loss of accuracy. The first load of
-    a checkpoint converts it and keeps ``<checkpoint>.int8-v1.tflite`` beside it; later
-    loads read that. Everything else (scoring, fine-tuning, export) keeps the
-    float32 weights, which stay loaded too.
+    sets decoding speed on a CPU, for a small loss of accuracy.
+    ``runtime="litert"`` runs the same LiteRT step with the float32 weights: the
+    text is float32's, made faster than TensorFlow's XLA makes it, for the price of
+    a second copy of the weights in memory and on disk. (``runtime`` is
+    ``"tensorflow"`` by default and ``"litert"`` with ``quantize``.) The first load of
+    a checkpoint converts it and keeps ``<checkpoint>.int8-v1.tflite`` (or
+    ``.float32-v1.tflite``) beside it; later loads read that. Everything else
+    (scoring, fine-tuning, export) keeps the float32 weights, which stay loaded too.
 
         >>> import gpt2_simple_plus as gpt2
         >>> sess = gpt2.start_tf_sess()
@@ -85,15 +89,24 @@ def load_gpt2(sess, checkpoint="latest", run_name="run1", checkpoint_dir="checkp
     if quantize is not None and quantize not in lite.QUANTIZE_MODES:
         raise GenerationError(f"quantize must be None or one of {lite.QUANTIZE_MODES}, "
                               f"got {quantize!r}.")
-    if quantize is not None and compute_dtype != "float32":
-        raise GenerationError(f"quantize={quantize!r} computes in float32 around its int8 "
-                              "weights: leave compute_dtype at 'float32'.")
+    if runtime is not None and runtime not in lite.RUNTIMES:
+        raise GenerationError(f"runtime must be None or one of {lite.RUNTIMES}, got "
+                              f"{runtime!r}.")
+    if quantize is not None and runtime == "tensorflow":
+        raise GenerationError(f"quantize={quantize!r} runs on LiteRT: leave runtime at None "
+                              "(or 'litert').")
+    on_lite = quantize is not None or runtime == "litert"
+    if on_lite and compute_dtype != "float32":
+        setting = f"quantize={quantize!r}" if quantize else "runtime='litert'"
+        raise GenerationError(f"{setting} computes in float32: leave compute_dtype at "
+                              "'float32'.")
     folder = model_folder(run_name, checkpoint_dir, model_name, model_dir)
     prefix = find_checkpoint(folder, checkpoint)
     print("Loading pretrained model" if model_name else "Loading checkpoint", prefix)
     model = load_model(folder, prefix, compute_dtype=compute_dtype)
-    if quantize is not None:
-        engine = lite.LiteModel(model, lite.cached_int8(model, prefix))
+    if on_lite:
+        engine = lite.LiteModel(model, lite.cached_step(model, prefix,
+                                                        quantize=quantize is not None))
         model._decoder = Decoder(engine, jit_compile=False)  # what generate() will use
     sess.set_model(model, get_encoder(folder), folder, prefix, None if model_name else run_name)
 

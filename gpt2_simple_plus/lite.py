@@ -1,23 +1,28 @@
-"""Generation with 8-bit weights, on LiteRT (``load_gpt2(..., quantize="int8")``).
+"""Generation on LiteRT: 8-bit weights (``load_gpt2(..., quantize="int8")``) or
+float32 ones (``load_gpt2(..., runtime="litert")``).
 
 Decoding one token reads every weight of the model once, so at batch 1 its speed
-is set by how many bytes the weights take, not by arithmetic. Here each weight
-matrix is stored as 8-bit integers with one float scale per output channel (a
-quarter of float32's bytes) and multiplied by LiteRT's XNNPACK kernels, the
-runtime Google uses for on-device language models; each matmul quantizes its
-activations per row as it runs and returns float32. LayerNorm, softmax, the
-residual stream and the key/value cache stay float32.
+is set by how many bytes the weights take and how fast they stream, not by
+arithmetic. LiteRT's XNNPACK kernels, the runtime Google uses for on-device
+language models, stream them on every core and multiply the few rows of a
+decoding step well, where XLA's CPU kernels for such thin products do not. With
+``quantize="int8"`` each weight matrix is stored as 8-bit integers with one float
+scale per output channel (a quarter of float32's bytes); each matmul quantizes
+its activations per row as it runs and returns float32. With
+``runtime="litert"`` the weights stay float32 and so does every product: the
+text is float32's. Either way LayerNorm, softmax, the residual stream and the
+key/value cache stay float32.
 
 The step is the same :class:`~gpt2_simple_plus.model.GPT2` code, converted once
-per checkpoint by TensorFlow's own LiteRT converter (``Optimize.DEFAULT``:
-dynamic-range quantization) and kept beside the checkpoint as
-``<checkpoint>.int8-v1.tflite``, so the next load skips the conversion. The prompt
-is read by the float32 model in one pass (it is arithmetic-bound, and the prompt
-keeps full precision); each new token then runs on the int8 step.
-:class:`LiteModel` offers both behind the methods the decode loop
-(:mod:`~gpt2_simple_plus.decoding`) calls, so sampling, stop sequences,
-streaming, the repetition penalty and sliding windows are the ones of every
-other mode.
+per checkpoint by TensorFlow's own LiteRT converter (for int8 with
+``Optimize.DEFAULT``: dynamic-range quantization) and kept beside the checkpoint
+as ``<checkpoint>.int8-v1.tflite`` or ``<checkpoint>.float32-v1.tflite``, so the
+next load skips the conversion. The prompt is read by the float32 model in one
+pass (it is arithmetic-bound, and the prompt keeps full precision); each new
+token then runs on the converted step. :class:`LiteModel` offers both behind the
+methods the decode loop (:mod:`~gpt2_simple_plus.decoding`) calls, so sampling,
+stop sequences, streaming, the repetition penalty and sliding windows are the
+ones of every other mode.
 
 Writing a token's keys and values into a cache inside a LiteRT model copies the
 whole cache, so the converted step reads the cache without writing it
@@ -30,7 +35,7 @@ buffers, which LiteRT keeps between calls.
     >>> from gpt2_simple_plus.decoding import Decoder
     >>> from gpt2_simple_plus.sampling import SamplingConfig
     >>> model = GPT2(hparams_for("tiny", n_vocab=100), seed=0)
-    >>> lite = LiteModel(model, convert_int8(model))
+    >>> lite = LiteModel(model, convert_step(model))
     >>> rows = Decoder(lite, jit_compile=False).generate([[1, 2, 3]], 5,
     ...                                                   SamplingConfig(temperature=0.0))
     >>> len(rows[0])
@@ -48,8 +53,10 @@ from .errors import GenerationError, MissingDependencyError
 from .files import write_bytes_atomic
 
 QUANTIZE_MODES = ("int8",)
+# Where the decoding steps run: TensorFlow (XLA) or LiteRT (this module).
+RUNTIMES = ("tensorflow", "litert")
 # The converted step, beside its checkpoint; the number changes whenever the step does.
-SUFFIX = ".int8-v1.tflite"
+SUFFIXES = {"int8": ".int8-v1.tflite", "float32": ".float32-v1.tflite"}
 
 
 def _interpreter_class():
@@ -57,15 +64,14 @@ def _interpreter_class():
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         raise MissingDependencyError(
-            'quantize="int8" runs on LiteRT, which is not installed: '
+            'quantize="int8" and runtime="litert" run on LiteRT, which is not installed: '
             'pip install "gpt2_simple_plus[lite]" (or pip install ai-edge-litert).') from None
     return Interpreter
 
 
-def convert_int8(model, *, quantize=True):
+def convert_step(model, *, quantize=True):
     """The decoding step of ``model`` as a LiteRT flatbuffer (bytes) with int8 weight
-    matrices (float32 ones with ``quantize=False``, which tests use to check the step
-    itself, apart from rounding).
+    matrices, or float32 ones with ``quantize=False``.
 
     One function of ``(tokens [batch, 1], pos, pad [batch], the past keys and values
     [batch, heads, length, head] of each layer)`` to ``(the logits [batch, n_vocab],
@@ -93,30 +99,33 @@ def convert_int8(model, *, quantize=True):
     return converter.convert()
 
 
-def cached_int8(model, prefix):
-    """:func:`convert_int8` of ``model``, loaded from ``<prefix>`` + :data:`SUFFIX` when that
-    file is newer than the checkpoint ``prefix``, else converted and written there
-    (atomically; a folder that cannot be written just keeps it in memory)."""
-    path = prefix + SUFFIX
+def cached_step(model, prefix, *, quantize=True):
+    """:func:`convert_step` of ``model`` as the path of ``<prefix>`` + its suffix in
+    :data:`SUFFIXES` when that file is newer than the checkpoint ``prefix``, else
+    converted and written there (atomically) first. A folder that cannot be written
+    keeps the flatbuffer in memory: bytes are returned instead of a path."""
+    kind = "int8" if quantize else "float32"
+    path = prefix + SUFFIXES[kind]
     sources = [p for p in [prefix + ".index"] + data_files(prefix) if os.path.exists(p)]
     newest = max((os.path.getmtime(p) for p in sources), default=0)
     if os.path.exists(path) and os.path.getmtime(path) >= newest:
-        with open(path, "rb") as f:
-            return f.read()
-    print(f"Converting {os.path.basename(prefix)} to int8 weights (once; kept in {path})")
-    blob = convert_int8(model)
+        return path
+    print(f"Converting {os.path.basename(prefix)} for LiteRT with {kind} weights "
+          f"(once; kept in {path})")
+    blob = convert_step(model, quantize=quantize)
     try:
         write_bytes_atomic(path, blob)
     except OSError:
-        pass
-    return blob
+        return blob
+    return path
 
 
 class LiteModel:
-    """A GPT-2 whose decoding steps run on a converted int8 step (:func:`convert_int8`),
+    """A GPT-2 whose decoding steps run on a converted step (:func:`convert_step`),
     behind the three methods the decode loop calls: ``empty_cache``, ``forward`` and
     ``logits``. ``model`` is the float32 :class:`~gpt2_simple_plus.model.GPT2` the
-    step was converted from; it reads the prompts.
+    step was converted from; it reads the prompts. ``flatbuffer`` is the step's bytes
+    or the path of its file, which LiteRT maps instead of reading into memory.
 
     The key/value cache lives in the interpreter. What the loop carries as the
     cache is a small int32 tensor ``[length]`` filled with the window's number, so
@@ -128,9 +137,10 @@ class LiteModel:
     def __init__(self, model, flatbuffer, *, threads=None):
         self.model = model
         self.hparams = model.hparams
-        self.flatbuffer = flatbuffer
         threads = threads or len(os.sched_getaffinity(0))
-        self._interpreter = _interpreter_class()(model_content=flatbuffer, num_threads=threads)
+        source = {"model_path": flatbuffer} if isinstance(flatbuffer, str) else \
+            {"model_content": flatbuffer}
+        self._interpreter = _interpreter_class()(**source, num_threads=threads)
         signature = self._interpreter.get_signature_runner()
         inputs = {n: d["index"] for n, d in signature.get_input_details().items()}
         outputs = {n: d["index"] for n, d in signature.get_output_details().items()}
@@ -154,7 +164,7 @@ class LiteModel:
     def forward(self, tokens, *, cache, pos=0, pad=None, **_):
         """The logits ``[batch, 1, n_vocab]`` after ``tokens`` and the cache tensor: a
         prompt, read by the float32 model, when ``pos`` is 0 (a new window), else one
-        token per row on the int8 step."""
+        token per row on the converted step."""
         tokens = tf.convert_to_tensor(tokens, tf.int32)
         batch = tokens.shape[0] if tokens.shape[0] is not None else -1
         if pad is None:
@@ -203,8 +213,9 @@ class LiteModel:
         with self._lock:
             if int(cache[0]) != self._window:
                 self.raised = GenerationError(  # raised by the decoder (decoding._python_errors)
-                    "Another generation ran on this int8 model in the middle of this one; "
-                    "with quantize='int8' a model generates one batch at a time.")
+                    "Another generation ran on this model in the middle of this one; on "
+                    "LiteRT (quantize='int8', runtime='litert') a model generates one batch "
+                    "at a time.")
                 raise self.raised
             it = self._interpreter
             it.set_tensor(self._tokens, tokens)

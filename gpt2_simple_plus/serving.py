@@ -886,12 +886,12 @@ def serve(sess=None, *, run_name="run1", checkpoint_dir="checkpoint", model_name
           model_dir="models", checkpoint="latest", host="127.0.0.1", port=8000, api_key=None,
           max_tokens=512, max_batch=32, max_queue=64, max_prompt_tokens=None,
           max_body_bytes=1 << 20, batch_wait=0.005, compute_dtype="float32", quantize=None,
-          background=False):
+          runtime=None, background=False):
     """Serve a model over HTTP: OpenAI's completions API and a playground page at ``/``.
 
     The model is the one in ``sess``, else the run ``checkpoint_dir/run_name``
     (or ``model_dir/model_name``) is loaded, as :func:`load_gpt2` does, with its
-    ``compute_dtype`` and ``quantize`` (``"int8"``: the fastest on a CPU).
+    ``compute_dtype``, ``quantize`` (``"int8"``: the fastest on a CPU) and ``runtime``.
     ``host``/``port`` is where it listens: the default, 127.0.0.1, is this
     machine only; ``host="0.0.0.0"`` lets other machines in (a classroom), and
     says so. ``api_key`` (default: ``$GPT2_SIMPLE_PLUS_API_KEY``) makes every
@@ -931,7 +931,7 @@ def serve(sess=None, *, run_name="run1", checkpoint_dir="checkpoint", model_name
     if sess.model is None:
         load_gpt2(sess, checkpoint=checkpoint, run_name=run_name, checkpoint_dir=checkpoint_dir,
                   model_name=model_name, model_dir=model_dir, compute_dtype=compute_dtype,
-                  quantize=quantize)
+                  quantize=quantize, runtime=runtime)
     limits = Limits(max_tokens=max_tokens, max_batch=max_batch, max_queue=max_queue,
                     max_prompt_tokens=max_prompt_tokens or sess.model.hparams.n_ctx,
                     max_body_bytes=max_body_bytes)

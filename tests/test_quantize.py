@@ -1,5 +1,5 @@
-"""Reduced-precision generation: ``load_gpt2(quantize="int8")`` (LiteRT, 8-bit weights)
-and ``compute_dtype="bfloat16"``.
+"""Generation on LiteRT, ``load_gpt2(quantize="int8")`` (8-bit weights) and
+``load_gpt2(runtime="litert")`` (float32 weights), and ``compute_dtype="bfloat16"``.
 
 The quality guard trains a small GPT-2 from scratch (as the demo does) and
 compares held-out perplexity in each mode with float32's; a "decisive" random
@@ -19,7 +19,6 @@ import gpt2_simple_plus as gpt2
 import helpers
 from gpt2_simple_plus import checkpoints, lite
 from gpt2_simple_plus.checkpoints import find_checkpoint, load_model
-from gpt2_simple_plus.decoding import Decoder
 from gpt2_simple_plus.generation import decoder_for
 from gpt2_simple_plus.hparams import HParams, hparams_for
 from gpt2_simple_plus.model import GPT2, multihead_attn, past_attn, update_slice
@@ -95,11 +94,10 @@ def texts(sess, **options):
 
 @pytest.fixture(scope="module")
 def float_steps(decisive_dir):
-    """A session whose generation runs on the LiteRT step with float32 weights: the
-    same machinery as int8 without the rounding, so its text must equal float32's."""
-    sess = load(decisive_dir)
-    steps = lite.LiteModel(sess.model, lite.convert_int8(sess.model, quantize=False))
-    sess.model._decoder = Decoder(steps, jit_compile=False)
+    """``runtime="litert"``: generation on the LiteRT step with float32 weights, the same
+    machinery as int8 without the rounding, so its text must equal float32's."""
+    sess = load(decisive_dir, runtime="litert")
+    assert isinstance(decoder_for(sess.model).model, lite.LiteModel)
     return sess
 
 
@@ -146,35 +144,53 @@ def test_int8_sampling_is_reproducible(int8):
     assert a != texts(int8, prefix="the", temperature=1.0, seed=6, nsamples=2, batch_size=2)
 
 
-def test_int8_weights_are_prepared_once_per_checkpoint(decisive_dir, capsys, monkeypatch):
+@pytest.mark.parametrize("mode", [{"quantize": "int8"}, {"runtime": "litert"}],
+                         ids=["int8", "float32"])
+def test_the_litert_step_is_prepared_once_per_checkpoint(decisive_dir, capsys, monkeypatch,
+                                                         mode):
     prefix = find_checkpoint(decisive_dir, "latest")
-    path = prefix + lite.SUFFIX
+    path = prefix + lite.SUFFIXES["int8" if "quantize" in mode else "float32"]
     if os.path.exists(path):
         os.remove(path)
     calls = []
-    convert = lite.convert_int8
-    monkeypatch.setattr(lite, "convert_int8", lambda m: calls.append(1) or convert(m))
-    sess = load(decisive_dir, quantize="int8")
-    assert calls == [1] and os.path.isfile(path)
+    convert = lite.convert_step
+    monkeypatch.setattr(lite, "convert_step",
+                        lambda m, quantize: calls.append(quantize) or convert(m, quantize=quantize))
+    sess = load(decisive_dir, **mode)
+    assert calls == ["quantize" in mode] and os.path.isfile(path)
     assert "Converting" in capsys.readouterr().out
     decoder = decoder_for(sess.model)
     texts(sess, prefix="the")
     traces = decoder.traces
     texts(sess, prefix="the")
     texts(sess, prefix="the")
-    assert calls == [1] and decoder.traces == traces  # no conversion or tracing per call
-    load(decisive_dir, quantize="int8")  # the next load reads the file
-    assert calls == [1] and "Converting" not in capsys.readouterr().out
-    os.utime(prefix + ".index", (1, 1))  # only a data shard is newer than the int8 copy:
+    assert len(calls) == 1 and decoder.traces == traces  # no conversion or tracing per call
+    load(decisive_dir, **mode)  # the next load reads the file
+    assert len(calls) == 1 and "Converting" not in capsys.readouterr().out
+    os.utime(prefix + ".index", (1, 1))  # only a data shard is newer than the converted copy:
     os.utime(path, (2, 2))               # the checkpoint changed, so it is converted again
     os.utime(glob.glob(prefix + ".data-*")[0])
-    load(decisive_dir, quantize="int8")
-    assert calls == [1, 1]
+    load(decisive_dir, **mode)
+    assert len(calls) == 2
 
 
-def test_deleting_a_checkpoint_deletes_its_int8_copy(tmp_path):
+def test_a_folder_that_cannot_be_written_keeps_the_step_in_memory(decisive_dir, monkeypatch):
+    def refuse(path, blob):
+        raise PermissionError(path)
+
+    monkeypatch.setattr(lite, "write_bytes_atomic", refuse)
+    prefix = find_checkpoint(decisive_dir, "latest")
+    path = prefix + lite.SUFFIXES["float32"]
+    if os.path.exists(path):
+        os.remove(path)
+    sess = load(decisive_dir, runtime="litert")
+    assert not os.path.exists(path)
+    assert texts(sess, prefix="the cat") == texts(load(decisive_dir), prefix="the cat")
+
+
+def test_deleting_a_checkpoint_deletes_its_litert_copies(tmp_path):
     prefix = str(tmp_path / "model-1")
-    for ext in (".index", ".data-00000-of-00001", lite.SUFFIX):
+    for ext in (".index", ".data-00000-of-00001", *lite.SUFFIXES.values()):
         (tmp_path / ("model-1" + ext)).write_bytes(b"x")
     checkpoints._remove_bundle(prefix)
     assert list(tmp_path.iterdir()) == []
@@ -195,6 +211,12 @@ def test_bad_quantize_settings_are_one_clear_error(decisive_dir):
         load(decisive_dir, quantize="int4")
     with pytest.raises(gpt2.GenerationError, match="leave compute_dtype"):
         load(decisive_dir, quantize="int8", compute_dtype="bfloat16")
+    with pytest.raises(gpt2.GenerationError, match="runtime must be None or one of"):
+        load(decisive_dir, runtime="onnx")
+    with pytest.raises(gpt2.GenerationError, match="runs on LiteRT"):
+        load(decisive_dir, quantize="int8", runtime="tensorflow")
+    with pytest.raises(gpt2.GenerationError, match="runtime='litert' computes in float32"):
+        load(decisive_dir, runtime="litert", compute_dtype="bfloat16")
 
 
 def test_without_litert_int8_says_what_to_install(decisive_dir, monkeypatch):
@@ -204,10 +226,12 @@ def test_without_litert_int8_says_what_to_install(decisive_dir, monkeypatch):
         load(decisive_dir, quantize="int8")
 
 
-def test_cli_generates_with_int8(decisive_dir, tmp_path):
+@pytest.mark.parametrize("flags", [["--quantize", "int8"], ["--runtime", "litert"]],
+                         ids=["int8", "float32"])
+def test_cli_generates_on_litert(decisive_dir, tmp_path, flags):
     models = os.path.dirname(decisive_dir)
     result = helpers.run_cli("generate", "--model_name", "tiny", "--model_dir", models,
-                             "--quantize", "int8", "--prefix", "the cat", "--length", "20",
+                             *flags, "--prefix", "the cat", "--length", "20",
                              "--temperature", "0", cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
     full = texts(load(decisive_dir), prefix="the cat", length=20)[0]
@@ -244,6 +268,26 @@ def test_serve_batches_requests_on_the_int8_model(decisive_dir):
         expected = texts(int8, prefix=prompt, length=12, include_prefix=False)[0]
         assert answer.lstrip("\n") == expected
     assert max(int(k) for k in stats["batches"]) > 1, stats  # answered together
+
+
+def test_serve_runs_float32_on_litert(decisive_dir):
+    import json
+    import urllib.request
+
+    pytest.importorskip("uvicorn", reason='pip install -e ".[test]" installs the server')
+    server = gpt2.serve(model_name="tiny", model_dir=os.path.dirname(decisive_dir), port=0,
+                        runtime="litert", background=True)
+    try:
+        assert isinstance(decoder_for(server.worker.model).model, lite.LiteModel)
+        body = json.dumps({"prompt": "the cat", "max_tokens": 12, "temperature": 0}).encode()
+        request = urllib.request.Request(server.url + "/v1/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            text = json.load(answer)["choices"][0]["text"]
+    finally:
+        server.stop()
+    expected = texts(load(decisive_dir), prefix="the cat", length=12, include_prefix=False)[0]
+    assert text.lstrip("\n") == expected
 
 
 def test_the_exported_model_stays_float32(int8, tmp_path):
@@ -290,7 +334,7 @@ def perplexity_full(model, rows):
 def perplexity_int8(model, rows):
     """Teacher-forced through the int8 step: the first token read as a prompt, then
     every following token one at a time, as generation runs."""
-    steps = lite.LiteModel(model, lite.convert_int8(model))
+    steps = lite.LiteModel(model, lite.convert_step(model))
     batch, n = rows.shape
     logits, cache = steps.forward(rows[:, :1], cache=steps.empty_cache(batch, n), pos=0)
     losses = []
