@@ -8,8 +8,9 @@ keras-hub (TensorFlow, XLA), in one run on the same random 124M checkpoint.
 
 The header names the CPU and the flags that decide which kernels run
 (avx512f, avx512_bf16, amx_bf16, amx_int8): a figure from one CPU kind does
-not carry to another. Two verdicts are printed: our float32 default against
-the best float32 peer, and our fastest mode (``load_gpt2(quantize="int8")`` or
+not carry to another. Two verdicts are printed: our float32 modes (the
+default, XLA, and ``load_gpt2(runtime="litert")``) against the best float32
+peer, and our fastest mode (``load_gpt2(quantize="int8")`` or
 ``compute_dtype="bfloat16"``) against every peer's fastest mode (CTranslate2
 int8, transformers bfloat16).
 
@@ -19,7 +20,7 @@ for 128 new tokens after a 2-token prompt ("Hello world"), sampling at
 temperature 0.7 with no top-k/top-p (gpt-2-simple's defaults), best of
 ``--runs`` after a warm-up call; plus the time from process start to the first
 generated text (imports, loading, compiling, generating 128 tokens). One-off
-conversions (CTranslate2's copy, our int8 copy) are made before the clock starts.
+conversions (CTranslate2's copy, our LiteRT copies) are made before the clock starts.
 
 Needs the benchmark extras: ``pip install -e ".[bench]"`` and the real GPT-2
 vocabulary (``$GPT2_VOCAB_DIR``, default ``../shared/gpt2-vocab``). CTranslate2
@@ -142,22 +143,27 @@ CTRANSLATE2 = HF_LOAD + """
     report(run)
 """
 
-# The int8 copy is made once per checkpoint (kept beside it), in a process of its own, so
+# A LiteRT copy is made once per checkpoint (kept beside it), in a process of its own, so
 # the first-text time is what every later run sees, as with CTranslate2's conversion.
-PLUS_INT8 = """
+PLUS_LITERT = """
     import glob, subprocess
-    if not glob.glob(os.path.join(MODEL_DIR, "124M", "model.ckpt.int8*.tflite")):
+    if not glob.glob(os.path.join(MODEL_DIR, "124M", "model.ckpt.KIND*.tflite")):
         subprocess.run([sys.executable, "-c", "import sys, gpt2_simple_plus as g; "
                         "g.load_gpt2(g.start_tf_sess(), model_name='124M', "
-                        "model_dir=sys.argv[1], quantize='int8')", MODEL_DIR],
+                        "model_dir=sys.argv[1], OPTIONS)", MODEL_DIR],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         print("CONVERTED", flush=True)
-""" + PLUS.format(options='quantize="int8"')
+"""
+PLUS_INT8 = PLUS_LITERT.replace("KIND", "int8").replace("OPTIONS", "quantize='int8'") + \
+    PLUS.format(options='quantize="int8"')
+PLUS_FLOAT32_LITERT = PLUS_LITERT.replace("KIND", "float32").replace(
+    "OPTIONS", "runtime='litert'") + PLUS.format(options='runtime="litert"')
 
 SCRIPTS = {
     "gpt2_simple_plus": PLUS.format(options='compute_dtype="float32"'),
     "gpt2_simple_plus bf16": PLUS.format(options='compute_dtype="bfloat16"'),
     "gpt2_simple_plus int8": PLUS_INT8,
+    "gpt2_simple_plus litert": PLUS_FLOAT32_LITERT,
     "gpt-2-simple 0.8.1": """
         import gpt_2_simple as gpt2
         sess = gpt2.start_tf_sess()
@@ -286,11 +292,14 @@ def verdicts(results):
     fp32_peers = {n: r for n, r in ok.items() if n in FLOAT32_PEERS}
     fast_peers = {n: r for n, r in ok.items() if n in FASTEST_PEERS}
     default = ours.get("gpt2_simple_plus")
-    if default and fp32_peers:
+    for name, what in (("gpt2_simple_plus", "float32 (default)"),
+                       ("gpt2_simple_plus litert", "float32 on LiteRT")):
+        if name not in ours or not fp32_peers:
+            continue
         for key, target in (("b1", 1.1), ("b8", 1.5)):
             best = max(fp32_peers, key=lambda n: fp32_peers[n][key])
-            ratio = default[key] / fp32_peers[best][key]
-            print(f"float32, batch {key[1]}: {ratio:.2f}x the best float32 peer ({best}); "
+            ratio = ours[name][key] / fp32_peers[best][key]
+            print(f"{what}, batch {key[1]}: {ratio:.2f}x the best float32 peer ({best}); "
                   f"target {target}x: {'met' if ratio >= target else 'NOT met'}")
     if ours and fast_peers:
         for key in ("b1", "b8"):
