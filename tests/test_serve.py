@@ -304,8 +304,9 @@ def _send_and_leave(server, body, read_first):
             while b"data: {" not in received:
                 received += sock.recv(4096)
         else:  # leave while the text is being made, after the server's first look
-            before = server.stats["tokens"]
+            before, deadline = server.stats["tokens"], time.time() + 60
             while server.stats["tokens"] < before + 8:
+                assert time.time() < deadline, "the server made no text for the request"
                 time.sleep(0.01)
             time.sleep(0.6)
 
