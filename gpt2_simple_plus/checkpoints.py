@@ -37,7 +37,7 @@ import tensorflow as tf
 from .eager import ensure_eager
 from .errors import CheckpointError, ModelNotFoundError
 from .files import write_text_atomic
-from .hparams import load_hparams, save_hparams
+from .hparams import save_hparams
 from .model import variable_shapes
 
 STATE_FILE = "checkpoint"
@@ -251,31 +251,6 @@ class CheckpointWeights:
 
     def items(self):
         return ((n, self[n]) for n in self.expected)
-
-
-def read_checkpoint(folder, checkpoint="latest", hparams=None):
-    """Weights of a checkpoint as a lazy ``{name: array}`` mapping, validated against ``hparams``
-    (by default the ``hparams.json`` in ``folder``). A LoRA run saved with
-    ``lora_save="adapters"`` reads as its base model merged with the adapters."""
-    hparams = hparams or load_hparams(folder)
-    prefix = find_checkpoint(folder, checkpoint)
-    if is_adapters(prefix):
-        from .lora import merged_checkpoint
-
-        return merged_checkpoint(prefix, hparams)
-    return CheckpointWeights(prefix, hparams)
-
-
-def load_model(folder, checkpoint="latest", *, compute_dtype="float32"):
-    """A :class:`~gpt2_simple_plus.model.GPT2` built from ``folder``'s ``hparams.json`` and checkpoint.
-
-    Works for OpenAI's ``models/124M`` and for gpt-2-simple's ``checkpoint/run1``.
-    """
-    ensure_eager()
-    from .model import GPT2
-
-    hparams = load_hparams(folder)
-    return GPT2(hparams, read_checkpoint(folder, checkpoint, hparams), compute_dtype=compute_dtype)
 
 
 def write_bundle(prefix, arrays, shard_bytes=None):

@@ -34,14 +34,15 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from .checkpoints import (find_checkpoint, latest_checkpoint, load_model, read_counter,
-                          read_train_state, save_checkpoint, step_of)
+from .checkpoints import (find_checkpoint, latest_checkpoint, read_counter, read_train_state,
+                          save_checkpoint, step_of)
 from .eager import ensure_eager
 from .encoder import get_encoder
 from .data import holdout_rows, read_labelled
 from .errors import CheckpointError, DatasetError, ModelNotFoundError, TrainingError
 from .files import write_text_atomic
 from .folders import model_folder
+from .loading import load_model
 from .optimizers import make_optimizer
 from .padding import length_bucket, pad_right
 from .run import Run

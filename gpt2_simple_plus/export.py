@@ -40,7 +40,7 @@ import tempfile
 
 import tensorflow as tf
 
-from .checkpoints import load_model
+from .loading import load_model
 from .decoding import batch_seed, decode_loop
 from .eager import ensure_eager
 from .errors import GenerationError, ModelNotFoundError

@@ -18,7 +18,8 @@ import os
 import sys
 
 from . import lite
-from .checkpoints import find_checkpoint, load_model
+from .checkpoints import find_checkpoint
+from .loading import load_model
 from .decoding import Decoder, batch_seed
 from .eager import ensure_eager
 from .encoder import get_encoder

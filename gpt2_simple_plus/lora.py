@@ -35,9 +35,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from . import checkpoints
+from .checkpoints import CheckpointWeights, read_bundle
 from .errors import CheckpointError, ModelNotFoundError, TrainingError
 from .memory import release_free_memory
-from .model import variable_shapes
+from .model import GPT2, variable_shapes
 
 # The projections of a block that may get adapters, named as in the checkpoint.
 LAYERS = ("attn/c_attn", "attn/c_proj", "mlp/c_fc", "mlp/c_proj")
@@ -291,8 +293,6 @@ class MergedWeights:
 def merged_checkpoint(prefix, hparams):
     """The merged weights of an adapters-only save ``lora-<step>``: its recorded base
     (checked by fingerprint) plus the adapters, as a lazy mapping."""
-    from .checkpoints import CheckpointWeights, read_bundle
-
     state = read_bundle(prefix)
     base, expected = recorded_base(state, os.path.dirname(prefix))
     check_base(base, expected, prefix)
@@ -316,8 +316,6 @@ def starting_point(restore_from, run_dir, base_dir, latest=None):
     ``"fresh"``, new adapters start on ``models/<model_name>``; a folder starts
     new adapters on the checkpoint in that folder.
     """
-    from . import checkpoints
-
     if restore_from == "latest":
         ckpt = latest or checkpoints.latest_checkpoint(run_dir)
         if ckpt is not None:
@@ -356,9 +354,6 @@ def build_model(hparams, base_prefix, *, rank, alpha, layers, base_dtype="float3
                 compute_dtype="float32", seed=None, state=None, source=None):
     """The frozen base read from ``base_prefix`` one variable at a time straight into
     ``base_dtype``, with new adapters, or those of ``state`` (a ``lora-<step>``)."""
-    from .checkpoints import CheckpointWeights
-    from .model import GPT2
-
     model = GPT2(hparams, CheckpointWeights(base_prefix, hparams), compute_dtype=compute_dtype,
                  matrix_dtype=base_dtype, trainable=False)
     model.lora = Adapters(hparams, rank, alpha, layers, seed=seed)
@@ -371,8 +366,6 @@ def merged_source(model, base_prefix):
     """The merged weights of ``model`` (a LoRA model) as a lazy mapping. The base comes
     from the model's own variables when they are float32, else from the original
     float32 checkpoint, so a bfloat16 base never rounds the saved weights."""
-    from .checkpoints import CheckpointWeights
-
     if all(v.dtype == tf.float32 for v in model.weights.values()):
         return MergedWeights(model.weights, model.lora, tensors=True)
     return MergedWeights(CheckpointWeights(base_prefix, model.hparams), model.lora, tensors=True)
@@ -383,8 +376,6 @@ def save(run_dir, model, step, base_prefix, *, mode="merged", train_state=None,
     """Save a LoRA run's step: the merged ``model-<step>`` (written in pieces, see
     ``checkpoints.SHARD_BYTES``; not with ``mode="adapters"``), the adapters with
     their base in ``lora-<step>``, and ``train_state``. Returns the saved prefix's name."""
-    from . import checkpoints
-
     release_free_memory()  # the training step's freed pages, before the save's tensors
     weights = merged_source(model, base_prefix) if mode == "merged" else None
     return checkpoints.save_checkpoint(
@@ -418,8 +409,6 @@ def merge_in_place(model, base_prefix):
         >>> model.weights["model/h0/mlp/c_fc/w"] is w, bool((w.numpy() != before).any())
         (True, True)
     """
-    from .checkpoints import CheckpointWeights
-
     merged = MergedWeights(CheckpointWeights(base_prefix, model.hparams), model.lora)
     for name, var in model.weights.items():
         if model.lora.delta_applies(name):  # the others already hold the base's values

@@ -49,6 +49,7 @@ from .files import copy_file_atomic
 from .encoder import get_encoder
 from .errors import DatasetError, ModelNotFoundError, TrainingError
 from .hparams import HParams, canonical_model_name, hparams_for, load_hparams, save_hparams
+from .loading import read_checkpoint
 from .losses import lm_loss
 from .model import GPT2
 from .optimizers import OPTIMIZERS, make_optimizer
@@ -270,7 +271,7 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
                                          source=ckpt)
                 trained = model.lora.variables_by_name()
             else:
-                weights = None if ckpt is None else checkpoints.read_checkpoint(
+                weights = None if ckpt is None else read_checkpoint(
                     os.path.dirname(ckpt), ckpt, hp)
                 model = GPT2(hp, weights, seed=seed, compute_dtype=precision)
                 del weights

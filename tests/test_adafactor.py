@@ -190,7 +190,7 @@ def losses(out):
 def test_finetune_with_adafactor_learns_and_resumes_on_the_same_trajectory(
         tmp_path, monkeypatch, tiny_model_dir, capsys):
     import gpt2_simple_plus as gpt2
-    from gpt2_simple_plus import checkpoints
+    from gpt2_simple_plus import checkpoints, loading
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data.txt").write_text("the cat sat on the mat. " * 40)
@@ -207,7 +207,7 @@ def test_finetune_with_adafactor_learns_and_resumes_on_the_same_trajectory(
     assert "starts afresh" not in out
     resumed = losses(out)
     assert [resumed[s] for s in range(5, 9)] == [straight[s] for s in range(5, 9)]
-    a, b = (dict(checkpoints.read_checkpoint(f"checkpoint/{r}").items())
+    a, b = (dict(loading.read_checkpoint(f"checkpoint/{r}").items())
             for r in ("straight", "resumed"))
     assert max(np.abs(a[n] - b[n]).max() for n in a) < 1e-6
 
@@ -215,7 +215,7 @@ def test_finetune_with_adafactor_learns_and_resumes_on_the_same_trajectory(
     tune(sess, tiny_model_dir, steps=4, run_name="amnesia")
     os.remove("checkpoint/amnesia/train_state-4.index")
     tune(sess, tiny_model_dir, steps=4, run_name="amnesia")
-    c = dict(checkpoints.read_checkpoint("checkpoint/amnesia").items())
+    c = dict(loading.read_checkpoint("checkpoint/amnesia").items())
     assert max(np.abs(a[n] - c[n]).max() for n in a) > 1e-4
 
 

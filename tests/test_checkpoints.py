@@ -10,9 +10,10 @@ import tensorflow as tf
 
 from gpt2_simple_plus import checkpoints
 from gpt2_simple_plus.checkpoints import (DATA_SUFFIX, CheckpointWeights, find_checkpoint,
-                                          latest_checkpoint, list_checkpoints, load_model,
-                                          read_checkpoint, read_counter, read_train_state,
-                                          save_checkpoint, save_pretrained_layout)
+                                          latest_checkpoint, list_checkpoints, read_counter,
+                                          read_train_state, save_checkpoint,
+                                          save_pretrained_layout)
+from gpt2_simple_plus.loading import load_model, read_checkpoint
 from gpt2_simple_plus.errors import CheckpointError, HParamsError, ModelNotFoundError
 from gpt2_simple_plus.hparams import hparams_for, load_hparams, save_hparams
 from gpt2_simple_plus.model import GPT2, random_weights

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import gpt2_simple_plus as gpt2
-from gpt2_simple_plus.checkpoints import load_model, read_bundle
+from gpt2_simple_plus.checkpoints import read_bundle
+from gpt2_simple_plus.loading import load_model
 from gpt2_simple_plus.classifier import load_classifier
 from gpt2_simple_plus.data import read_labelled
 

@@ -28,7 +28,7 @@ import pytest
 
 import helpers
 import gpt2_simple_plus as gpt2
-from gpt2_simple_plus import checkpoints, distributed, training
+from gpt2_simple_plus import checkpoints, distributed, loading, training
 from gpt2_simple_plus.data import load_dataset
 from gpt2_simple_plus._examples import example_vocab
 from gpt2_simple_plus.encoder import get_encoder
@@ -209,10 +209,10 @@ def test_two_workers_in_one_folder_train_like_one_process(runs):
     assert len(runs["a_one"]) == A_STEPS
     np.testing.assert_allclose(chief.losses(), runs["a_one"], rtol=1e-5)
     np.testing.assert_allclose(other.losses(), runs["a_one"], rtol=1e-5)
-    ours = dict(checkpoints.read_checkpoint(os.path.join(root, "a", "checkpoint", "run1")).items())
-    one = dict(checkpoints.read_checkpoint(
+    ours = dict(loading.read_checkpoint(os.path.join(root, "a", "checkpoint", "run1")).items())
+    one = dict(loading.read_checkpoint(
         os.path.join(root, "a_one", "checkpoint", "run1")).items())
-    base = dict(checkpoints.read_checkpoint(os.path.join(root, "a", "models", "tiny")).items())
+    base = dict(loading.read_checkpoint(os.path.join(root, "a", "models", "tiny")).items())
     assert max(float(np.abs(ours[n] - base[n]).max()) for n in ours) > 1e-4
     assert max(float(np.abs(ours[n] - one[n]).max()) for n in ours) < 1e-5
     # what the chief wrote, once: no temporary files, one dataset cache, one sample file,

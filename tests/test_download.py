@@ -74,7 +74,7 @@ def test_downloads_every_file_verified_with_progress_bars(tmp_path, server, rele
     assert manifest["files"][DATA]["etag"].startswith('"')
     assert "Fetching model.ckpt.index" in capsys.readouterr().err
 
-    from gpt2_simple_plus.checkpoints import load_model
+    from gpt2_simple_plus.loading import load_model
     assert load_model(folder).hparams.n_layer == 2
 
 

@@ -9,7 +9,8 @@ import pytest
 from tensorflow.core.protobuf import saved_model_pb2
 
 import gpt2_simple_plus as gpt2
-from gpt2_simple_plus.checkpoints import load_model, save_checkpoint, save_pretrained_layout
+from gpt2_simple_plus.checkpoints import save_checkpoint, save_pretrained_layout
+from gpt2_simple_plus.loading import load_model
 from gpt2_simple_plus.encoder import get_encoder
 from gpt2_simple_plus.generation import sample_tokens
 

@@ -13,7 +13,7 @@ from safetensors.numpy import save
 
 import gpt2_simple_plus as gpt2
 import helpers
-from gpt2_simple_plus.checkpoints import load_model
+from gpt2_simple_plus.loading import load_model
 from gpt2_simple_plus.eager import SWITCHED
 from gpt2_simple_plus.hparams import hparams_for
 from helpers import FileServer, config_for, hf_tensors, repo_files

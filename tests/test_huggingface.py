@@ -84,7 +84,7 @@ def get(tmp_path, server, model_name=f"hf:{REPO}", **kw):
 
 
 def assert_same_logits(folder, tensors, hp, prefix):
-    from gpt2_simple_plus.checkpoints import load_model
+    from gpt2_simple_plus.loading import load_model
 
     model = load_model(folder)
     tokens = np.array([5, 17, 200, 3, 99, 0, hp.n_vocab - 1, 42])

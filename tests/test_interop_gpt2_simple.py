@@ -16,8 +16,8 @@ import tensorflow as tf
 
 import helpers
 from helpers import FINETUNE, PROMPT, TOKENS, run_gpt2_simple
-from gpt2_simple_plus.checkpoints import (latest_checkpoint, load_model, read_counter,
-                                          save_checkpoint)
+from gpt2_simple_plus.checkpoints import latest_checkpoint, read_counter, save_checkpoint
+from gpt2_simple_plus.loading import load_model
 from gpt2_simple_plus.hparams import hparams_for
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import helpers
 import gpt2_simple_plus as gpt2
-from gpt2_simple_plus import checkpoints, lora, training
+from gpt2_simple_plus import checkpoints, loading, lora, training
 from gpt2_simple_plus.losses import lm_loss
 from gpt2_simple_plus.errors import CheckpointError, TrainingError
 from gpt2_simple_plus.hparams import hparams_for
@@ -168,7 +168,7 @@ def test_a_bundle_written_in_shards_reads_back_whole(tmp_path):
     shards = sorted(n for n in os.listdir(run) if n.startswith("model-5.data-"))
     assert len(shards) > 3 and shards[-1].endswith(f"-of-{len(shards):05d}")
     assert checkpoints.latest_checkpoint(run) == os.path.join(run, "model-5")
-    back = checkpoints.read_checkpoint(run)
+    back = loading.read_checkpoint(run)
     assert all(np.array_equal(back[n], weights[n]) for n in weights)
     assert [n for n in os.listdir(run) if n.startswith(".")] == []  # no staging left
     # a missing shard makes the checkpoint incomplete, and rotation removes every shard
@@ -203,7 +203,7 @@ def losses_printed(out):
 
 def test_a_lora_run_saves_the_merged_model_and_its_adapters(work, tiny_model_dir, capsys):
     sess = gpt2.start_tf_sess()
-    base_before = dict(checkpoints.read_checkpoint(tiny_model_dir).items())
+    base_before = dict(loading.read_checkpoint(tiny_model_dir).items())
     tune(sess, tiny_model_dir, steps=6, save_every=3, max_checkpoints=None)
     out = capsys.readouterr().out
     assert [line for line in out.splitlines() if line.startswith("Saving")] == [
@@ -214,9 +214,9 @@ def test_a_lora_run_saves_the_merged_model_and_its_adapters(work, tiny_model_dir
             assert os.path.isfile(f"{run}/{prefix}-{step}.index"), (prefix, step)
     assert checkpoints.latest_checkpoint(run).endswith("model-6")
 
-    base = dict(checkpoints.read_checkpoint(tiny_model_dir).items())
+    base = dict(loading.read_checkpoint(tiny_model_dir).items())
     assert all(np.array_equal(base[n], base_before[n]) for n in base)  # the base is untouched
-    merged = dict(checkpoints.read_checkpoint(run).items())
+    merged = dict(loading.read_checkpoint(run).items())
     adapters = checkpoints.read_adapters(run, 6)
     assert int(adapters["lora/rank"]) == 4 and float(adapters["lora/alpha"]) == 8.0
     changed = 0
@@ -236,7 +236,7 @@ def test_a_lora_run_saves_the_merged_model_and_its_adapters(work, tiny_model_dir
     assert sess.model.lora is None
     tokens = [[1, 2, 3, 4]]
     np.testing.assert_allclose(sess.model(tokens).numpy(),
-                               checkpoints.load_model(run)(tokens).numpy(), atol=1e-5)
+                               loading.load_model(run)(tokens).numpy(), atol=1e-5)
     assert len(gpt2.generate(sess, return_as_list=True, length=5, prefix="the")[0]) > 3
 
 
@@ -255,12 +255,12 @@ def test_resuming_a_lora_run_continues_the_same_trajectory(work, tiny_model_dir,
     resumed = losses_printed(out)
     assert sorted(resumed) == [5, 6, 7, 8]
     assert [resumed[s] for s in range(5, 9)] == [straight[s] for s in range(5, 9)]
-    a = dict(checkpoints.read_checkpoint("checkpoint/straight").items())
-    b = dict(checkpoints.read_checkpoint("checkpoint/resumed").items())
+    a = dict(loading.read_checkpoint("checkpoint/straight").items())
+    b = dict(loading.read_checkpoint("checkpoint/resumed").items())
     assert max(max_diff(a[n], b[n]) for n in a) < 1e-5
 
     # resuming on the merged checkpoint (the update added twice) would go elsewhere
-    assert max(max_diff(a[n], dict(checkpoints.read_checkpoint(tiny_model_dir).items())[n])
+    assert max(max_diff(a[n], dict(loading.read_checkpoint(tiny_model_dir).items())[n])
                for n in a) > 1e-4
 
     # adapters only: small files, no model bundle; resumes, and loads merged
@@ -271,7 +271,7 @@ def test_resuming_a_lora_run_continues_the_same_trajectory(work, tiny_model_dir,
     assert not any(n.startswith("model-") for n in os.listdir("checkpoint/small"))
     assert [losses_printed(out)[s] for s in range(5, 9)] == [straight[s] for s in range(5, 9)]
     gpt2.load_gpt2(sess, run_name="small")
-    c = dict(checkpoints.read_checkpoint("checkpoint/small").items())
+    c = dict(loading.read_checkpoint("checkpoint/small").items())
     assert max(max_diff(a[n], c[n]) for n in a) < 1e-5
     tokens = [[1, 2, 3]]
     np.testing.assert_allclose(sess.model(tokens).numpy(),
@@ -300,8 +300,8 @@ def test_lora_with_the_large_model_settings(work, tiny_model_dir, capsys, monkey
     assert w.dtype == tf.bfloat16  # merged, halved
     losses = [float(v) for v in losses_printed(capsys.readouterr().out).values()]
     assert losses[-1] < losses[0] - 0.3, losses
-    base = dict(checkpoints.read_checkpoint(tiny_model_dir).items())
-    merged = dict(checkpoints.read_checkpoint("checkpoint/run1").items())
+    base = dict(loading.read_checkpoint(tiny_model_dir).items())
+    merged = dict(loading.read_checkpoint("checkpoint/run1").items())
     adapters = checkpoints.read_adapters("checkpoint/run1", 20)
     name = "model/h0/attn/c_attn"
     expected = base[name + "/w"] + 2.0 * (adapters[name + "/lora_A"] @ adapters[

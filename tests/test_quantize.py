@@ -18,7 +18,8 @@ import tensorflow as tf
 import gpt2_simple_plus as gpt2
 import helpers
 from gpt2_simple_plus import checkpoints, lite
-from gpt2_simple_plus.checkpoints import find_checkpoint, load_model
+from gpt2_simple_plus.checkpoints import find_checkpoint
+from gpt2_simple_plus.loading import load_model
 from gpt2_simple_plus.generation import decoder_for
 from gpt2_simple_plus.hparams import HParams, hparams_for
 from gpt2_simple_plus.model import GPT2, multihead_attn, past_attn, update_slice

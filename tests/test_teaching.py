@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import gpt2_simple_plus as gpt2
-from gpt2_simple_plus.checkpoints import load_model
+from gpt2_simple_plus.loading import load_model
 from gpt2_simple_plus.encoder import get_encoder
 from gpt2_simple_plus.teaching import sliding_windows
 

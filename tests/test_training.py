@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import helpers
 import gpt2_simple_plus as gpt2
-from gpt2_simple_plus import checkpoints, training
+from gpt2_simple_plus import checkpoints, loading, training
 from gpt2_simple_plus import losses as loss_fns
 from gpt2_simple_plus.errors import DatasetError, ModelNotFoundError, TrainingError
 from gpt2_simple_plus.hparams import HParams, hparams_for
@@ -68,7 +68,7 @@ def saved(out):
 
 
 def run_weights(run_dir):
-    return dict(checkpoints.read_checkpoint(run_dir).items())
+    return dict(loading.read_checkpoint(run_dir).items())
 
 
 # -- learning, printing, the run folder ------------------------------------------
@@ -195,7 +195,7 @@ def test_ctrl_c_saves_a_checkpoint_that_loads(work, tiny_model_dir):
     assert step >= 4  # SIGINT came after step 5 was printed, maybe before the counter moved
     run = str(work / "checkpoint" / "run1")
     assert checkpoints.read_counter(run) == step
-    model = checkpoints.load_model(run)
+    model = loading.load_model(run)
     assert model.hparams.n_layer == 2
     # (Ctrl-C may land after a step's update, before the counter moves on)
     assert checkpoints.read_train_state(run, step)["optimizer/step"] in (step, step + 1)
@@ -363,16 +363,16 @@ def test_two_logical_devices_train_like_one(tmp_path, tiny_model_dir):
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import gpt2_simple_plus as gpt2
-        from gpt2_simple_plus import checkpoints
+        from gpt2_simple_plus import loading
         kw = dict(model_name="tiny", model_dir={os.path.dirname(tiny_model_dir)!r}, steps=3,
                   batch_size=2, accumulate_gradients=2, sample_every=0, seed=0,
                   learning_rate=1e-3)
         two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         gpt2.finetune(gpt2.start_tf_sess(), "data.txt", run_name="two", strategy=two, **kw)
         gpt2.finetune(gpt2.start_tf_sess(), "data.txt", run_name="one", **kw)
-        a = dict(checkpoints.read_checkpoint("checkpoint/two").items())
-        b = dict(checkpoints.read_checkpoint("checkpoint/one").items())
-        base = dict(checkpoints.read_checkpoint({tiny_model_dir!r}).items())
+        a = dict(loading.read_checkpoint("checkpoint/two").items())
+        b = dict(loading.read_checkpoint("checkpoint/one").items())
+        base = dict(loading.read_checkpoint({tiny_model_dir!r}).items())
         try:
             gpt2.finetune(gpt2.start_tf_sess(), "data.txt", run_name="odd", strategy=two,
                           **dict(kw, batch_size=3))
@@ -461,7 +461,7 @@ def test_from_scratch_then_another_model_in_the_same_process(work, tiny_model_di
          run_name="scratch", steps=3)
     out = capsys.readouterr().out
     assert "Initialising a new model from random weights" in out
-    assert checkpoints.load_model("checkpoint/scratch").hparams == hparams_for("tiny", n_vocab=277)
+    assert loading.load_model("checkpoint/scratch").hparams == hparams_for("tiny", n_vocab=277)
     assert len(gpt2.generate(sess, return_as_list=True, length=5, seed=0)) == 1
     tune(sess, tiny_model_dir, model_name=None, hparams="tiny", vocab_dir=tiny_model_dir,
          run_name="scratch", steps=1)  # continues the run, optimizer state and all
