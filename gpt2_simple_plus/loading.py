@@ -23,6 +23,7 @@ from .checkpoints import CheckpointWeights, find_checkpoint, is_adapters
 from .eager import ensure_eager
 from .hparams import load_hparams
 from .lora import merged_checkpoint
+from .model import GPT2
 
 
 def read_checkpoint(folder, checkpoint="latest", hparams=None):
@@ -42,7 +43,5 @@ def load_model(folder, checkpoint="latest", *, compute_dtype="float32"):
     Works for OpenAI's ``models/124M`` and for gpt-2-simple's ``checkpoint/run1``.
     """
     ensure_eager()
-    from .model import GPT2
-
     hparams = load_hparams(folder)
     return GPT2(hparams, read_checkpoint(folder, checkpoint, hparams), compute_dtype=compute_dtype)
