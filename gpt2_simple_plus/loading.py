@@ -7,16 +7,14 @@ and names its base model: it reads as that base merged with the adapters
 (:mod:`~gpt2_simple_plus.lora`). This module sits above both, so the file format
 needs to know nothing of LoRA.
 
-    >>> import tempfile
-    >>> from gpt2_simple_plus.checkpoints import save_checkpoint
-    >>> from gpt2_simple_plus.hparams import hparams_for
-    >>> from gpt2_simple_plus.model import GPT2
-    >>> run = tempfile.mkdtemp()
-    >>> model = GPT2(hparams_for("tiny", n_vocab=100), seed=0)
-    >>> save_checkpoint(run, model.numpy_weights(), step=5, hparams=model.hparams)
-    'model-5'
-    >>> load_model(run)([[1, 2, 3]]).shape
-    TensorShape([1, 3, 100])
+    >>> from gpt2_simple_plus._examples import example_model_dir
+    >>> folder = example_model_dir()                     # normally models/124M
+    >>> model = load_model(folder)
+    >>> model.hparams.n_layer
+    2
+    >>> weights = read_checkpoint(folder)                # read one tensor at a time
+    >>> weights["model/wte"].shape == model.wte.shape
+    True
 """
 
 from .checkpoints import CheckpointWeights, find_checkpoint, is_adapters
