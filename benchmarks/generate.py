@@ -5,6 +5,7 @@ keras-hub (TensorFlow, XLA), in one run on the same random 124M checkpoint.
     python benchmarks/generate.py            # all systems, ~15 minutes on 2 cores
     python benchmarks/generate.py --only gpt2_simple_plus --runs 2
     python benchmarks/generate.py --rounds 2   # each system twice, rotated, best kept
+    python benchmarks/generate.py --length 1000 --only gpt2_simple_plus --only CTranslate2
 
 The header names the CPU and the flags that decide which kernels run
 (avx512f, avx512_bf16, amx_bf16, amx_int8): a figure from one CPU kind does
@@ -16,10 +17,10 @@ int8, transformers bfloat16).
 
 Each system runs in its own subprocess (gpt-2-simple switches TensorFlow to
 graph mode for the whole process) and reports tokens/s at batch 1 and batch 8
-for 128 new tokens after a 2-token prompt ("Hello world"), sampling at
+for 128 new tokens (``--length``) after a 2-token prompt ("Hello world"), sampling at
 temperature 0.7 with no top-k/top-p (gpt-2-simple's defaults), best of
 ``--runs`` after a warm-up call; plus the time from process start to the first
-generated text (imports, loading, compiling, generating 128 tokens). One-off
+generated text (imports, loading, compiling, generating the tokens). One-off
 conversions (CTranslate2's copy, our LiteRT copies) are made before the clock starts.
 
 Needs the benchmark extras: ``pip install -e ".[bench]"`` and the real GPT-2
@@ -47,8 +48,8 @@ PROMPT, PROMPT_IDS, NEW_TOKENS, TEMPERATURE = "Hello world", [15496, 995], 128, 
 # Each script prints "FIRST" when its first text exists, then one JSON line of results.
 COMMON = textwrap.dedent("""
     import json, os, sys, time
-    MODEL_DIR, RUNS = sys.argv[1], int(sys.argv[2])
-    PROMPT, PROMPT_IDS, N, T = {prompt!r}, {ids!r}, {n}, {t}
+    MODEL_DIR, RUNS, N = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    PROMPT, PROMPT_IDS, T = {prompt!r}, {ids!r}, {t}
     def best(fn, batch):
         fn(batch)  # warm-up: compiles this batch's shapes
         times = []
@@ -57,7 +58,7 @@ COMMON = textwrap.dedent("""
         return batch * N / min(times)
     def report(fn):
         print(json.dumps({{"b1": best(fn, 1), "b8": best(fn, 8)}}), flush=True)
-""").format(prompt=PROMPT, ids=PROMPT_IDS, n=NEW_TOKENS, t=TEMPERATURE)
+""").format(prompt=PROMPT, ids=PROMPT_IDS, t=TEMPERATURE)
 
 PLUS = """
     import gpt2_simple_plus as gpt2
@@ -221,12 +222,12 @@ def make_checkpoint(root):
     return root
 
 
-def measure(name, model_dir, runs):
+def measure(name, model_dir, runs, length=NEW_TOKENS):
     """Run one system's script; returns its results plus seconds to first text."""
     code = COMMON + textwrap.dedent(SCRIPTS[name])
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TOKENIZERS_PARALLELISM="false")
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, model_dir, str(runs)], cwd=model_dir,
+    proc = subprocess.Popen([sys.executable, "-c", code, model_dir, str(runs), str(length)], cwd=model_dir,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     first, result = None, None
     for line in proc.stdout:
@@ -246,6 +247,10 @@ def measure(name, model_dir, runs):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="timed runs per batch size (best kept)")
+    parser.add_argument("--length", type=int, default=NEW_TOKENS,
+                        help="new tokens per generation (default %(default)s); a long one "
+                             "(e.g. 1000, near gpt-2-simple's default of 1023) is where "
+                             "attention over the key/value cache weighs")
     parser.add_argument("--only", action="append", choices=sorted(SCRIPTS),
                         help="measure only this system (repeatable)")
     parser.add_argument("--rounds", type=int, default=1,
@@ -263,7 +268,7 @@ def main(argv=None):
             shift = round_ % len(names)
             for name in names[shift:] + names[:shift]:
                 print(f"measuring {name} (round {round_ + 1}/{args.rounds}) ...", flush=True)
-                r = measure(name, model_dir, args.runs)
+                r = measure(name, model_dir, args.runs, args.length)
                 print(f"  {r}", flush=True)
                 old = results.get(name)
                 if old is None or "error" in old:
@@ -272,7 +277,7 @@ def main(argv=None):
                     results[name] = {"b1": max(old["b1"], r["b1"]), "b8": max(old["b8"], r["b8"]),
                                      "first": min(old["first"], r["first"])}
         results = {name: results[name] for name in names}
-    print(f"\n{cpu_description()}\n{NEW_TOKENS} new tokens after a {len(PROMPT_IDS)}-token "
+    print(f"\n{cpu_description()}\n{args.length} new tokens after a {len(PROMPT_IDS)}-token "
           f"prompt, temperature {TEMPERATURE}; best of {args.runs} runs"
           f"{f' in each of {args.rounds} rounds' if args.rounds > 1 else ''}\n")
     print(f"{'system':28} {'batch 1 tok/s':>14} {'batch 8 tok/s':>14} {'first text s':>13}")

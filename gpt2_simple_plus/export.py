@@ -94,8 +94,9 @@ class ServingGPT2(tf.Module):
         with tf.control_dependencies(checks):
             total = prompt + length
         hp = model.hparams
-        layer_shape = tf.TensorShape([2, None, hp.n_head, None, hp.head_size])
-        cache = [tf.ensure_shape(c, layer_shape) for c in model.empty_cache(batch, total)]
+        shape = tf.TensorShape([None, None, hp.head_size])  # [batch * heads, length, head]
+        cache = tf.nest.map_structure(lambda c: tf.ensure_shape(c, shape),
+                                      model.empty_cache(batch, total))
         h, cache = model.forward(tokens, cache=cache, pos=0, portable=True)
         logits = model.logits(h[:, -1:])[:, 0]
         loop = decode_loop(model, length, RUNTIME_RULE, portable=True)

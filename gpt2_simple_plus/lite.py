@@ -51,6 +51,7 @@ import tensorflow as tf
 from .checkpoints import data_files
 from .errors import GenerationError, MissingDependencyError
 from .files import write_bytes_atomic
+from .model import Past
 
 QUANTIZE_MODES = ("int8",)
 # Where the decoding steps run: TensorFlow (XLA) or LiteRT (this module).
@@ -86,7 +87,7 @@ def convert_step(model, *, quantize=True):
 
     @tf.function(input_signature=spec, autograph=False)
     def step(tokens, pos, pad, *cache):
-        layers = [(cache[2 * i], cache[2 * i + 1]) for i in range(hp.n_layer)]
+        layers = [Past(cache[2 * i], cache[2 * i + 1]) for i in range(hp.n_layer)]
         h, new = model.forward(tokens, cache=layers, pos=pos, pad=pad)
         # The tied head as h · wteᵀ: LiteRT's fully-connected op, whose weights get quantized.
         logits = tf.matmul(h[:, 0], model.weights["model/wte"], transpose_b=True)
@@ -172,7 +173,7 @@ class LiteModel:
         if isinstance(pos, int) and pos == 0:
             hp = self.hparams
             nothing = tf.zeros([tf.shape(tokens)[0], hp.n_head, 1, hp.head_size])  # all unseen
-            h, new = self.model.forward(tokens, cache=[(nothing, nothing)] * hp.n_layer,
+            h, new = self.model.forward(tokens, cache=[Past(nothing, nothing)] * hp.n_layer,
                                         pos=0, pad=pad)
             logits = self.model.logits(h[:, -1:])
             window = tf.numpy_function(self._store_prompt,

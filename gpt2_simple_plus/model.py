@@ -13,8 +13,8 @@ of OpenAI's checkpoints (``model/h0/attn/c_attn/w`` ...). No Keras, no
     (1, 3, 100)
 
 Incremental decoding uses a key/value cache preallocated for the whole
-sequence (one ``[2, batch, heads, length, head_size]`` tensor per layer) that
-each call updates in place at position ``pos``::
+sequence (a :class:`KVCache` per layer) that each call updates in place at
+position ``pos``::
 
     >>> cache = model.empty_cache(batch_size=1, length=8)
     >>> h, cache = model.forward([[1, 2]], cache=cache, pos=0)
@@ -22,6 +22,7 @@ each call updates in place at position ``pos``::
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -222,6 +223,38 @@ def causal_attn(q, k, v, block=None):
     return tf.concat(out, axis=2) if len(out) > 1 else out[0]
 
 
+class KVCache(NamedTuple):
+    """One layer's keys and values, preallocated for the whole sequence and written
+    in place: each ``[batch * heads, length, head_size]``. Keys and values are two
+    buffers with the batch and heads folded together, so that XLA's dot reads each
+    as it is: a slice of one stacked buffer, or a size-1 batch it squeezes, is
+    copied whole at every step instead (the copy grows with the cache, and
+    dominated long generations at batch 8; benchmarks/generate.py ``--length``)."""
+    keys: tf.Tensor
+    values: tf.Tensor
+
+
+class Past(NamedTuple):
+    """One layer's keys and values that attention reads but does not write (see
+    :func:`past_attn`): each ``[batch, heads, length, head_size]``."""
+    keys: tf.Tensor
+    values: tf.Tensor
+
+
+def cached_attn(q, cache, pos, pad):
+    """Attention of the new tokens' queries ``q`` ``[batch, heads, n, head]`` over a
+    :class:`KVCache` that already holds their own keys and values at ``pos ...``;
+    positions past them, and row ``r``'s first ``pad[r]``, are masked. The
+    softmax runs in float32, as in :func:`multihead_attn`."""
+    batch, heads, n, size = tf.shape(q)[0], q.shape[1], tf.shape(q)[2], q.shape[3]
+    length = tf.shape(cache.keys)[1]
+    w = tf.matmul(tf.reshape(q, [-1, n, size]), cache.keys, transpose_b=True)
+    w = tf.reshape(tf.cast(w, tf.float32) * (1.0 / math.sqrt(size)), [batch, heads, n, length])
+    w = tf.nn.softmax(tf.where(attention_mask(n, length, pos, pad), w, -1e10), axis=-1)
+    a = tf.matmul(tf.cast(tf.reshape(w, [-1, n, length]), cache.values.dtype), cache.values)
+    return tf.reshape(a, [batch, heads, n, size])
+
+
 def past_attn(q, k, v, past_k, past_v, pos, pad):
     """Attention of new tokens over a cache that is read but not written: the keys
     and values of positions below ``pos`` in ``past_k``/``past_v`` (``[batch, heads,
@@ -259,23 +292,25 @@ def past_attn(q, k, v, past_k, past_v, pos, pad):
     return (out_past + tf.matmul(e_new, v)) / total
 
 
-def write_cache(cache, kv, pos, *, portable=False):
-    """Store ``kv`` ``[2, batch, heads, n, d]`` into ``cache`` at sequence position ``pos``,
-    in place (``portable``: see :func:`update_slice`)."""
-    return update_slice(cache, kv, pos, axis=3, portable=portable)
+def write_cache(cache, k, v, pos, *, portable=False):
+    """The :class:`KVCache` with the new tokens' keys and values ``[batch, heads, n, d]``
+    stored at sequence position ``pos``, in place (``portable``: see :func:`update_slice`)."""
+    def write(buffer, x):
+        return update_slice(buffer, tf.reshape(x, [-1, tf.shape(x)[2], x.shape[3]]), pos,
+                            axis=1, portable=portable)
+    return KVCache(write(cache.keys, k), write(cache.values, v))
 
 
 def attn(x, w, prefix, *, n_head, cache, pos, pad, portable=False):
     """Causal self-attention; returns the output and the updated layer cache."""
     c = conv1d(x, w[prefix + "c_attn/w"], w[prefix + "c_attn/b"], w.get(prefix + "c_attn/lora"))
     q, k, v = (split_heads(t, n_head) for t in tf.split(c, 3, axis=2))
-    if isinstance(cache, tuple):  # a cache that is read only; the new keys go back instead
+    if isinstance(cache, Past):  # a cache that is read only; the new keys go back instead
         a = past_attn(q, k, v, *cache, pos, pad)
-        cache = (k, v)
+        cache = Past(k, v)
     elif cache is not None:
-        cache = write_cache(cache, tf.stack([k, v]), pos, portable=portable)
-        k, v = cache[0], cache[1]
-        a = multihead_attn(q, k, v, attention_mask(tf.shape(q)[2], tf.shape(k)[2], pos, pad))
+        cache = write_cache(cache, k, v, pos, portable=portable)
+        a = cached_attn(q, cache, pos, pad)
     elif pad is None and q.shape[2] is not None:  # training: a whole, unpadded sequence
         a = causal_attn(q, k, v)
     else:
@@ -349,10 +384,11 @@ class GPT2(tf.Module):
         return self.weights["model/wpe"]
 
     def empty_cache(self, batch_size, length, dtype=None):
-        """A zeroed key/value cache for ``length`` positions: a list, one tensor per layer."""
+        """A zeroed key/value cache for ``length`` positions: a list of :class:`KVCache`,
+        one per layer."""
         hp = self.hparams
-        shape = [2, batch_size, hp.n_head, length, hp.head_size]
-        return [tf.zeros(shape, dtype or self.compute_dtype) for _ in range(hp.n_layer)]
+        shape, dtype = [batch_size * hp.n_head, length, hp.head_size], dtype or self.compute_dtype
+        return [KVCache(tf.zeros(shape, dtype), tf.zeros(shape, dtype)) for _ in range(hp.n_layer)]
 
     def forward(self, tokens, *, cache=None, pos=0, pad=None, recompute=False, portable=False):
         """The final hidden states ``[batch, seq, n_embd]`` (after ``ln_f``) and the cache.
@@ -361,7 +397,7 @@ class GPT2(tf.Module):
         into it and attend to everything before them. ``pad[r]`` counts row ``r``'s
         left-padding tokens, which nobody attends to. ``recompute=True``
         recomputes each block in the backward pass instead of storing its
-        activations (memory-saving gradients). A ``cache`` of ``(keys, values)`` pairs,
+        activations (memory-saving gradients). A ``cache`` of :class:`Past` pairs,
         one per layer, is read but not written (see :func:`past_attn`): the tokens' own
         keys and values come back in its place, for the caller to store.
         ``portable=True`` writes the cache with core TensorFlow ops instead of XLA's (see

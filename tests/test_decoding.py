@@ -5,8 +5,12 @@ sequence (keras-hub's habit): whatever the sampling rule, its output is known in
 advance, so the loop's padding, stopping and streaming can be checked token for
 token, and its ``calls`` counter shows how many steps really ran. With
 ``score=0`` the fake is a die with known logits, for statistical checks of the
-whole loop. A tiny GPT-2 checks the window that slides past the context.
+whole loop. A tiny GPT-2 checks the window that slides past the context, and
+what XLA makes of the loop's key/value cache.
 """
+
+import math
+import re
 
 import numpy as np
 import pytest
@@ -15,7 +19,7 @@ import helpers
 from helpers import FakeModel, assert_frequencies, calls_during, np_repetition_penalty, np_softmax
 
 from gpt2_simple_plus.decoding import Decoder
-from gpt2_simple_plus.hparams import hparams_for
+from gpt2_simple_plus.hparams import HParams, hparams_for
 from gpt2_simple_plus.model import GPT2
 from gpt2_simple_plus.sampling import SamplingConfig
 
@@ -234,3 +238,47 @@ def test_greedy_past_the_context_equals_full_forward_passes_over_each_window(pro
     assert smallest_gap > 1e-3
     if length > 64:
         assert len(pieces) >= 3 and len(set(tokens[-40:])) > 10  # kept producing, varied text
+
+
+# ---------------------------------------------------------------------------
+# What XLA makes of the cache
+
+
+def _compiled_loop_body(decoder, prompts, length, config):
+    """The HLO text of the while loop's body in the decode loop that ``generate`` runs."""
+    compiled, make = [], decoder.loop_fn
+
+    def spy(*key):
+        fn = make(*key)
+
+        def call(*args):
+            compiled.append(fn.experimental_get_compiler_ir(*args, None)(stage="optimized_hlo"))
+            return fn(*args)
+        return call
+
+    decoder.loop_fn = spy
+    decoder.generate(prompts, length, config)
+    hlo = compiled[0]
+    body = re.search(r"\bwhile\(.*\bbody=%([\w.\-]+)", hlo).group(1)
+    lines = hlo.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"%{body} "))
+    return lines[start + 1:lines.index("}", start)]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_each_step_writes_the_cache_in_place_and_copies_none_of_it(batch):
+    """Inside the compiled loop the only cache-sized results are the in-place writes
+    of each layer's keys and values: no copy of a buffer, of a slice of one, or of
+    one reshaped (a batch of 1 squeezed) at every step. A stacked keys-and-values
+    buffer made XLA copy the whole cache at each step, which was most of a long
+    generation's time at batch 8 (benchmarks/generate.py --length 1000)."""
+    hp = HParams(n_vocab=97, n_ctx=64, n_embd=128, n_head=2, n_layer=2)
+    body = _compiled_loop_body(Decoder(GPT2(hp, seed=0)), [[1, 2]] * batch, 40, WARM)
+    buffer = batch * hp.n_head * hp.n_ctx * hp.head_size
+    big = []
+    for line in body:
+        m = re.match(r"\s*(?:ROOT )?%\S+ = \w+\[([\d,]*)\]\S* ([\w-]+)\(", line)
+        if m and m.group(2) not in ("parameter", "get-tuple-element", "bitcast", "tuple"):
+            if math.prod(int(d) for d in m.group(1).split(",") if d) >= buffer:
+                big.append(m.group(2))
+    assert big == ["fusion"] * (2 * hp.n_layer), big  # one in-place update per buffer

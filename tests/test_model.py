@@ -250,7 +250,8 @@ def test_cache_longer_than_the_sequence_is_ignored_beyond_it():
     model, _ = small_model(SHAPES[1], seed=5)
     tokens = np.array([[1, 2, 3, 4, 5]])
     full = model(tokens).numpy()
-    cache = [c + 7.0 for c in model.empty_cache(batch_size=1, length=12)]  # stale garbage
+    cache = tf.nest.map_structure(lambda c: c + 7.0,  # stale garbage
+                                  model.empty_cache(batch_size=1, length=12))
     h, cache = model.forward(tokens[:, :3], cache=cache, pos=0)
     h2, _ = model.forward(tokens[:, 3:], cache=cache, pos=3)
     got = np.concatenate([model.logits(h).numpy(), model.logits(h2).numpy()], axis=1)
@@ -316,7 +317,7 @@ def test_bfloat16_compute_is_close_to_float32_and_returns_float32():
     assert np.mean(np.argmax(a, -1) == np.argmax(b, -1)) >= 0.75
     # the cached path runs in bfloat16 too
     cache = bf16.empty_cache(batch_size=2, length=hp.n_ctx)
-    assert cache[0].dtype == tf.bfloat16
+    assert cache[0].keys.dtype == cache[0].values.dtype == tf.bfloat16
     h, cache = bf16.forward(tokens[:, :5], cache=cache, pos=0)
     h, cache = bf16.forward(tokens[:, 5:6], cache=cache, pos=5)
     assert bf16.logits(h).dtype == tf.float32

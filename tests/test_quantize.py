@@ -22,7 +22,7 @@ from gpt2_simple_plus.checkpoints import find_checkpoint
 from gpt2_simple_plus.loading import load_model
 from gpt2_simple_plus.generation import decoder_for
 from gpt2_simple_plus.hparams import HParams, hparams_for
-from gpt2_simple_plus.model import GPT2, multihead_attn, past_attn, update_slice
+from gpt2_simple_plus.model import GPT2, Past, multihead_attn, past_attn, update_slice
 from gpt2_simple_plus.sampling import SamplingConfig
 
 
@@ -78,11 +78,13 @@ def test_a_read_only_cache_returns_the_new_keys_and_values():
     cache = model.empty_cache(1, 8)
     h, cache = model.forward([[1, 2, 3]], cache=cache, pos=0)
     nothing = tf.zeros([1, hp.n_head, 1, hp.head_size])
-    h2, new = model.forward([[1, 2, 3]], cache=[(nothing, nothing)] * hp.n_layer, pos=0)
+    h2, new = model.forward([[1, 2, 3]], cache=[Past(nothing, nothing)] * hp.n_layer, pos=0)
     np.testing.assert_allclose(h2.numpy(), h.numpy(), rtol=1e-5, atol=1e-5)
-    for (k, v), written in zip(new, cache):
-        np.testing.assert_allclose(k.numpy(), written[0][:, :, :3].numpy(), atol=1e-6)
-        np.testing.assert_allclose(v.numpy(), written[1][:, :, :3].numpy(), atol=1e-6)
+    for (k, v), written in zip(new, cache):  # KVCache: [batch * heads, length, head]
+        np.testing.assert_allclose(k.numpy().reshape(-1, 3, hp.head_size),
+                                   written.keys[:, :3].numpy(), atol=1e-6)
+        np.testing.assert_allclose(v.numpy().reshape(-1, 3, hp.head_size),
+                                   written.values[:, :3].numpy(), atol=1e-6)
 
 
 # ---------------------------------------------------------------------------
