@@ -245,7 +245,9 @@ def cached_attn(q, cache, pos, pad):
     """Attention of the new tokens' queries ``q`` ``[batch, heads, n, head]`` over a
     :class:`KVCache` that already holds their own keys and values at ``pos ...``;
     positions past them, and row ``r``'s first ``pad[r]``, are masked. The
-    softmax runs in float32, as in :func:`multihead_attn`."""
+    softmax runs in float32, as in :func:`multihead_attn`, which this does not call:
+    with the buffers reshaped to its ``[batch, heads, length, head]``, XLA copies
+    them at every step again (tests/test_decoding.py checks the compiled loop)."""
     batch, heads, n, size = tf.shape(q)[0], q.shape[1], tf.shape(q)[2], q.shape[3]
     length = tf.shape(cache.keys)[1]
     w = tf.matmul(tf.reshape(q, [-1, n, size]), cache.keys, transpose_b=True)
