@@ -226,21 +226,29 @@ def chief_json(strategy, value, max_bytes=1 << 16):
 
 def check_agreement(strategy, settings):
     """Raise :class:`TrainingError` on every worker if the workers' ``settings`` (a dict
-    of what must be equal everywhere: model shape, batch, steps ...) differ."""
+    of what must be equal everywhere: model shape, batch, steps ...) differ. The
+    message names each setting that differs, with the chief's value and this worker's
+    (a long value, such as a list of variable names, as a digest of it)."""
     if worker_count(strategy) < 2:
         return
-    text = json.dumps(settings, sort_keys=True, default=str)
-    digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:16], np.uint16)
-    chief = broadcast_from_chief(strategy, [digest.astype(np.int32)])[0].numpy()
-    differs = np.int32(not np.array_equal(chief, digest.astype(np.int32)))
+    mine = {name: _comparable(value) for name, value in settings.items()}
+    chiefs = chief_json(strategy, mine)
+    differ = sorted(n for n in set(mine) | set(chiefs) if mine.get(n) != chiefs.get(n))
     # every worker learns whether any worker differs, so they all stop together
-    anyone = int(broadcast_sum(strategy, differs))
-    if anyone:
-        mine = ("this worker's settings differ from the chief's" if differs else
-                "another worker's settings differ from this one's")
+    if int(broadcast_sum(strategy, int(bool(differ)))):
+        what = "; ".join(f"{n} is {chiefs.get(n)} on the chief and {mine.get(n)} here"
+                         for n in differ) or "another worker's settings differ from the chief's"
         raise TrainingError(
-            f"The workers were started with different settings ({mine}: {text[:300]}). Start "
-            f"every worker with the same finetune arguments, model and dataset.")
+            f"The workers were started with different settings ({what}). Start every worker "
+            f"with the same finetune arguments, model and dataset.")
+
+
+def _comparable(value, longest=120):
+    """``value`` as JSON text, or a digest of it when that is longer than ``longest``."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    if len(text) <= longest:
+        return text
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def broadcast_sum(strategy, value):

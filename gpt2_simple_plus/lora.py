@@ -28,6 +28,7 @@ were trained on) beside the merged ``model-<step>``; :func:`merged_checkpoint`
 reads an adapters-only save (``lora_save="adapters"``) back as a merged model.
 """
 
+import contextlib
 import hashlib
 import math
 import os
@@ -351,12 +352,25 @@ def starting_point(restore_from, run_dir, base_dir, latest=None):
 
 
 def build_model(hparams, base_prefix, *, rank, alpha, layers, base_dtype="float32",
-                compute_dtype="float32", seed=None, state=None, source=None):
+                compute_dtype="float32", seed=None, state=None, source=None, strategy=None,
+                local_base=False):
     """The frozen base read from ``base_prefix`` one variable at a time straight into
-    ``base_dtype``, with new adapters, or those of ``state`` (a ``lora-<step>``)."""
-    model = GPT2(hparams, CheckpointWeights(base_prefix, hparams), compute_dtype=compute_dtype,
-                 matrix_dtype=base_dtype, trainable=False)
-    model.lora = Adapters(hparams, rank, alpha, layers, seed=seed)
+    ``base_dtype``, with new adapters, or those of ``state`` (a ``lora-<step>``).
+
+    With a ``tf.distribute`` ``strategy``, the model is made in its scope.
+    ``local_base=True`` keeps the frozen base out of it: each process reads its own
+    copy of the checkpoint, and only the adapters are mirrored. That is what a
+    multi-worker run needs, because TensorFlow starts every variable made in the
+    scope from the chief's value, sent over the network, which for a big model's
+    base would be gigabytes."""
+    def scope(inside):
+        return strategy.scope() if strategy is not None and inside else contextlib.nullcontext()
+
+    with scope(not local_base):
+        model = GPT2(hparams, CheckpointWeights(base_prefix, hparams),
+                     compute_dtype=compute_dtype, matrix_dtype=base_dtype, trainable=False)
+    with scope(True):
+        model.lora = Adapters(hparams, rank, alpha, layers, seed=seed)
     if state is not None:
         model.lora.load_state(state, source)
     return model

@@ -197,9 +197,6 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
     # prints; the other workers read the base model and take the rest from the chief.
     chief = distributed.is_chief(strategy)
     multi_worker = distributed.worker_count(strategy) > 1
-    if multi_worker and lora_rank is not None:
-        raise TrainingError("LoRA (lora_rank=...) does not run with a multi-worker strategy "
-                            "yet: train LoRA in one process, or fine-tune fully across workers.")
     run = Run(done=0, steps=steps, print_every=print_every, save_every=save_every,
               sample_every=sample_every, progress_bar=True,
               val_every=val_every or (sample_every if sample_every and sample_every > 0 else 100),
@@ -250,7 +247,11 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
             jit_compile = strategy is None and default_jit_compile(precision)
 
         if lora_rank is not None:  # the base is an original model; the run holds the adapters
-            lora_base, lora_state, ckpt = lora.starting_point(restore_from, run_dir, base_dir)
+            # Another worker reads the base from its own models folder; the adapters, and
+            # what a resumed run holds, come from the chief (_agree_with_chief).
+            lora_base, lora_state, ckpt = lora.starting_point(
+                restore_from if chief or restore_from != "latest" else "fresh",
+                run_dir, base_dir)
             run.log("Loading checkpoint", lora_base)
             if ckpt is not None:
                 run.log("Loading LoRA adapters", ckpt)
@@ -263,14 +264,14 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
                         f"{hp.n_embd} wide, {hp.n_ctx}-token window")
             else:
                 run.log("Loading checkpoint", ckpt)
+        if lora_rank is not None:  # every adapter is in a block: only_train_... holds too
+            model = lora.build_model(hp, lora_base, rank=lora_rank, alpha=lora_alpha,
+                                     layers=lora_layers, base_dtype=lora_base_dtype,
+                                     compute_dtype=precision, seed=seed, state=lora_state,
+                                     source=ckpt, strategy=strategy, local_base=multi_worker)
+            trained = model.lora.variables_by_name()
         with strategy.scope() if strategy else _nothing():
-            if lora_rank is not None:  # every adapter is in a block: only_train_... holds too
-                model = lora.build_model(hp, lora_base, rank=lora_rank, alpha=lora_alpha,
-                                         layers=lora_layers, base_dtype=lora_base_dtype,
-                                         compute_dtype=precision, seed=seed, state=lora_state,
-                                         source=ckpt)
-                trained = model.lora.variables_by_name()
-            else:
+            if lora_rank is None:
                 weights = None if ckpt is None else read_checkpoint(
                     os.path.dirname(ckpt), ckpt, hp)
                 model = GPT2(hp, weights, seed=seed, compute_dtype=precision)
@@ -299,11 +300,14 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
             _restore_train_state(ckpt, opt, sampler, scaler)
             run.latest = ckpt
         if multi_worker:
+            base = {} if lora_rank is None else dict(  # LoRA: each worker read its own base
+                lora_alpha=lora_alpha, lora_base_fingerprint=lora.fingerprint(lora_base))
             _agree_with_chief(strategy, run, sampler, opt, scaler, dict(
                 hparams=hp.to_dict(), window=window, steps=steps, batch_size=batch_size,
                 accumulate_gradients=accumulate_gradients, optimizer=str(optimizer).lower(),
                 precision=precision, trained=sorted(trained), validation=val_tokens is not None,
-                early_stopping_patience=early_stopping_patience))
+                early_stopping_patience=early_stopping_patience, **lora_settings, **base),
+                adapters=list(trained.values()) if lora_rank is not None else [])
 
         train_step = make_train_step(model, opt, strategy=strategy, scaler=scaler,
                                      recompute=use_memory_saving_gradients,
@@ -695,15 +699,17 @@ def _worker_model_files(model_name, model_dir, hparams, vocab_dir, run_dir):
         f"gpt2.download_gpt2(model_name={model_name!r}, model_dir={model_dir!r}).")
 
 
-def _agree_with_chief(strategy, run, sampler, opt, scaler, settings):
+def _agree_with_chief(strategy, run, sampler, opt, scaler, settings, adapters=()):
     """Check that every worker was started alike, then give every worker the chief's step
-    counter, sampler state and (if it resumed a run) optimizer state."""
+    counter, sampler state, LoRA ``adapters`` (the chief's may be a resumed run's) and
+    (if it resumed a run) optimizer state."""
     distributed.check_agreement(strategy, settings)
     shared = distributed.chief_json(strategy, dict(done=run.done, latest=run.latest,
                                                    sampler=sampler.state))
     run.done = run.first = shared["done"]
     run.latest = shared["latest"]
     sampler.state = shared["sampler"]
+    distributed.sync_from_chief(strategy, adapters)
     if run.latest is not None:
         distributed.sync_from_chief(strategy, list(opt.state().values()) +
                                     list(scaler.state().values() if scaler else []))

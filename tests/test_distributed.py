@@ -268,6 +268,73 @@ def test_the_run_loads_in_gpt2_simple(runs):
     assert "RESULT 'the cat" in proc.stdout
 
 
+# -- LoRA across workers --------------------------------------------------------------
+
+LORA = dict(KW, lora_rank=2, lora_base_dtype="bfloat16")
+
+
+@pytest.fixture(scope="module")
+def lora_runs(tmp_path_factory, tiny_model_dir):
+    """Cluster C: two machines resume a LoRA run only the chief has. Cluster D: the second
+    machine's base model differs from the chief's."""
+    root = str(tmp_path_factory.mktemp("distributed_lora"))
+    folder = lambda name: machine(os.path.join(root, name), tiny_model_dir)  # noqa: E731
+    c, d = [], []
+    try:
+        first = finetune_here(folder("c_run"), steps=2, **LORA)  # the run the chief resumes
+        for name in ("c0", "c_one"):
+            shutil.copytree(os.path.join(root, "c_run", "checkpoint"),
+                            os.path.join(folder(name), "checkpoint"))
+        c = cluster([os.path.join(root, "c0"), folder("c1")], dict(LORA, steps=2))
+        other_base = folder("d1")
+        helpers.make_model_dir(os.path.join(other_base, "models", "tiny"), seed=1)
+        d = cluster([folder("d0"), other_base], dict(LORA, steps=1))
+        one = finetune_here(os.path.join(root, "c_one"), steps=2, **LORA)
+        for w in c + d:
+            w.wait(timeout=240)
+    finally:
+        for w in c + d:
+            w.kill()
+    return dict(root=root, c=c, d=d, first=first, one=one)
+
+
+def test_lora_workers_resume_the_chiefs_run_like_one_process(lora_runs):
+    chief, other = lora_runs["c"]
+    root = lora_runs["root"]
+    assert [w.proc.returncode for w in (chief, other)] == [0, 0], chief.log() + other.log()
+    assert "Training on 2 devices in 2 workers (this is the chief)" in chief.out
+    assert "Loading LoRA adapters checkpoint/run1/model-2" in chief.out
+    # worker 1 had neither the adapters nor the optimizer state: both came from the chief,
+    # so the losses go on exactly as one process continuing the run
+    assert len(lora_runs["one"]) == 2
+    np.testing.assert_allclose(chief.losses(), lora_runs["one"], rtol=1e-5)
+    np.testing.assert_allclose(other.losses(), lora_runs["one"], rtol=1e-5)
+    assert chief.losses()[0] != pytest.approx(lora_runs["first"][-1], rel=1e-4)
+    run, one_run = (os.path.join(root, name, "checkpoint", "run1") for name in ("c0", "c_one"))
+    assert checkpoints.read_counter(run) == 4
+    ours = dict(loading.read_checkpoint(run).items())
+    one = dict(loading.read_checkpoint(one_run).items())
+    assert max(float(np.abs(ours[n] - one[n]).max()) for n in ours) < 1e-5
+    assert {f for f in os.listdir(run) if f.startswith(("model-4", "lora-4"))} == \
+        {f for f in os.listdir(one_run) if f.startswith(("model-4", "lora-4"))}
+    assert sorted(os.listdir(os.path.join(root, "c1"))) == ["data.txt", "models", "worker1.err",
+                                                            "worker1.out"]
+
+
+def test_lora_workers_with_different_base_models_both_stop_and_say_so(lora_runs):
+    for w in lora_runs["d"]:
+        assert w.proc.returncode == 3, w.log()
+        message = [line for line in w.err.splitlines() if line.startswith("ERROR ")]
+        assert message and message[0].startswith(
+            "ERROR TrainingError: The workers were started with different settings"), w.log()
+        assert re.search(r"lora_base_fingerprint is \"\w{16}\" on the chief and \"\w{16}\" "
+                         r"here|another worker's settings differ", message[0]), message[0]
+        assert "Traceback" not in w.err
+    assert "lora_base_fingerprint is" in lora_runs["d"][1].err
+    assert not os.path.exists(os.path.join(lora_runs["root"], "d0", "checkpoint", "run1",
+                                           "model-1.index"))
+
+
 # -- without a cluster --------------------------------------------------------------
 
 def test_multiworker_without_tf_config_says_how_to_set_it(monkeypatch):
