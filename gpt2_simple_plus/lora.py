@@ -371,8 +371,8 @@ def build_model(hparams, base_prefix, *, rank, alpha, layers, base_dtype="float3
                      compute_dtype=compute_dtype, matrix_dtype=base_dtype, trainable=False)
     with scope(True):
         model.lora = Adapters(hparams, rank, alpha, layers, seed=seed)
-    if state is not None:
-        model.lora.load_state(state, source)
+        if state is not None:
+            model.lora.load_state(state, source)
     return model
 
 

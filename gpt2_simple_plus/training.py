@@ -156,7 +156,9 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
       as ``lora-<step>``; ``lora_save="adapters"`` keeps the adapters alone
       (small files, loaded by this package only). ``restore_from="latest"``
       continues the adapters on the original base model, never on the merged
-      checkpoint. Not yet with a multi-worker strategy.
+      checkpoint. With a multi-worker strategy, each worker reads its own copy
+      of the base (it must be the same model: finetune checks) and the workers
+      exchange only the adapters' gradients.
 
     After training, ``sess`` holds the trained model: ``gpt2.generate(sess)``
     samples from it.
