@@ -15,7 +15,7 @@ naming settings that would::
     ... # doctest: +NORMALIZE_WHITESPACE
     1558M with Adam needs about 32 GB; this GPU has 15 GB. These settings would fit:
     lora_rank=16 with use_memory_saving_gradients=True and lora_base_dtype='bfloat16'
-    about 4.2 GB; optimizer='adafactor' with use_memory_saving_gradients=True
+    about 6.0 GB; optimizer='adafactor' with use_memory_saving_gradients=True
     about 13 GB.
 
 The figures were calibrated against the peak resident memory of real training
@@ -51,6 +51,15 @@ ATTENTION_COPIES = 1
 HEAD_COPIES = 1
 # The tied embedding's gradient arrives twice (head and lookup) and is summed.
 EMBEDDING_GRAD_COPIES = 2
+# A LoRA run's frozen base, beyond its own bytes: about this many blocks' weights in
+# float32 (n_layer is not a factor). Measured (peak RSS, bfloat16 base, memory-saving
+# gradients, 1024 tokens) on 355M, 774M and 1558M: 12.6 to 12.8 blocks, 1.5 GB of 1558M's
+# 6.6 GB. TensorFlow's CPU allocator (oneDNN's) keeps what it frees for reuse and never
+# hands it back, so its pool ends at its busiest moment: loading the base leaves ~0.45 GB
+# there (1558M; each float32 tensor read before its cast), and the backward pass holds
+# weight-sized buffers beside the recomputed block (the same at 512 tokens as at 1024,
+# and with a float32 base).
+FROZEN_BASE_BLOCKS = 13
 # Projections a LoRA adapter goes beside, by default (attention and MLP).
 LORA_TARGETS = ("attn/c_attn", "attn/c_proj", "mlp/c_fc", "mlp/c_proj")
 ATTN_BLOCK = 256  # the query block of model.causal_attn
@@ -169,12 +178,18 @@ def estimate(settings):
         activations = hp.n_layer * block
     activations += cast_copies
     head = HEAD_COPIES * tokens * hp.n_vocab * 4
+    if s.lora_rank and base_bytes != compute_bytes:
+        # The tied head casts the embedding to the compute dtype (a bfloat16 base, float32
+        # matmuls) and keeps that copy for its backward pass: 307 MB for 1558M.
+        head += sizes["model/wte"] * compute_bytes
 
     parts = {
         "weights": weights, "gradients": gradients, "optimizer": optimizer,
         "activations": activations, "head": head, "runtime": RUNTIME,
         "data": s.dataset_bytes,
     }
+    if s.lora_rank:
+        parts["frozen_base"] = FROZEN_BASE_BLOCKS * 4 * layer_params / hp.n_layer
     if s.lora_rank and s.lora_save == "merged":
         # After training, the merged save holds the base and one shard of float32 tensors
         # (the step's memory is handed back first): counted where it needs more than the
