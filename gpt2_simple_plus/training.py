@@ -478,17 +478,22 @@ def make_train_step(model, opt, *, strategy=None, scaler=None, recompute=False,
         return loss, [tf.convert_to_tensor(g) for g in grads]
 
     def accumulated(tokens):
-        loss, grads = gradients(tokens[0])
         n = tokens.shape[0]
         if n == 1:
-            return loss, grads
+            return gradients(tokens[0])
 
         def add_one(i, loss, grads):
             more_loss, more = gradients(tokens[i])
             return i + 1, loss + more_loss, [a + b for a, b in zip(grads, more)]
 
-        # a loop in the graph, not n copies of the model
-        _, loss, grads = tf.while_loop(lambda i, *_: i < n, add_one, (tf.constant(1), loss, grads))
+        # One loop over the micro-batches, one at a time: the model appears once in the graph
+        # (a first micro-batch outside the loop was a second copy, run beside the loop), and
+        # TensorFlow does not start the next micro-batch while one runs. Each of those kept
+        # another micro-batch's activations alive.
+        zeros = [tf.zeros(v.shape, v.dtype) for v in variables]
+        _, loss, grads = tf.while_loop(lambda i, *_: i < n, add_one,
+                                       (tf.constant(0), tf.constant(0.0), zeros),
+                                       parallel_iterations=1)
         return loss / n, [g / n for g in grads]
 
     def replica_step(tokens):

@@ -318,6 +318,23 @@ def test_accumulated_micro_batches_equal_one_big_batch():
     assert max(np.abs(a[n] - untouched[n]).max() for n in a) > 1e-4
 
 
+def test_accumulation_traces_the_model_once_and_runs_one_micro_batch_at_a_time(monkeypatch):
+    """A first micro-batch traced outside the loop, or loop iterations run side by side,
+    each kept another micro-batch's activations alive: GPT-2 124M with the default
+    accumulate_gradients=5 peaked at 7.4 GB of memory, against 5.4 GB in one loop."""
+    traced = []
+    lm_loss = training.lm_loss
+    monkeypatch.setattr(training, "lm_loss", lambda *a, **k: traced.append(1) or lm_loss(*a, **k))
+    model = tiny_model()
+    step = training.make_train_step(model, make_optimizer("sgd", model.weights))
+    args = tf.constant(np.zeros((3, 1, 16), np.int32)), tf.constant(0.1)
+    step(*args)
+    assert len(traced) == 1
+    graph = step.get_concrete_function(*args).graph
+    loops = [op for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    assert [op.get_attr("parallel_iterations") for op in loops] == [1]
+
+
 def test_memory_saving_gradients_give_the_same_update():
     tokens = np.random.default_rng(1).integers(0, 50, size=(1, 2, 16)).astype(np.int32)
     _, plain = one_step(tokens)
