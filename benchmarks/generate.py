@@ -227,8 +227,9 @@ def measure(name, model_dir, runs, length=NEW_TOKENS):
     code = COMMON + textwrap.dedent(SCRIPTS[name])
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TOKENIZERS_PARALLELISM="false")
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, model_dir, str(runs), str(length)], cwd=model_dir,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", code, model_dir, str(runs), str(length)],
+                            cwd=model_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
     first, result = None, None
     for line in proc.stdout:
         if line.startswith("CONVERTED"):  # a one-off conversion is not loading
