@@ -176,6 +176,35 @@ def describe(strategy):
 
 
 # ---------------------------------------------------------------------------
+# Averaging the replicas' gradients
+
+# Tensors are exchanged between workers in packs of about this many bytes: one
+# all-reduce per pack instead of one per variable, so a step of a model with hundreds of
+# variables makes a handful of exchanges, each long enough to keep the network busy.
+PACK_BYTES = 32 << 20
+
+
+def mean_over_replicas(strategy, values):
+    """The mean over every replica of each per-replica tensor in ``values`` (what
+    ``strategy.run`` returned), as plain tensors, exchanged in packs of
+    :data:`PACK_BYTES`. Call it inside a ``tf.function`` that runs the step."""
+    return _reduce(strategy, tf.distribute.ReduceOp.MEAN, values)
+
+
+def _reduce(strategy, op, values):
+    options = tf.distribute.experimental.CommunicationOptions(bytes_per_pack=PACK_BYTES)
+    out = [None] * len(values)
+    # a pack is one concatenated tensor, so one dtype; the same order on every worker
+    for dtype in sorted({v.dtype for v in values}, key=lambda d: d.name):
+        where = [i for i, v in enumerate(values) if v.dtype == dtype]
+        reduced = strategy.extended.batch_reduce_to(
+            op, [(values[i], "/device:CPU:0") for i in where], options=options)
+        for i, r in zip(where, reduced):
+            out[i] = strategy.experimental_local_results(r)[0]
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Agreeing with the chief
 
 def broadcast_from_chief(strategy, values):
@@ -199,8 +228,8 @@ def _make_broadcaster(strategy):
 
     def broadcast(values):
         # The sum over replicas of the first replica's value and zeros elsewhere.
-        per_replica = strategy.run(keep_first, args=(values,))
-        return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in per_replica]
+        return _reduce(strategy, tf.distribute.ReduceOp.SUM,
+                       strategy.run(keep_first, args=(values,)))
 
     return tf.function(broadcast, autograph=False)
 

@@ -508,9 +508,7 @@ def make_train_step(model, opt, *, strategy=None, scaler=None, recompute=False,
             loss, grads = accumulated(tokens)
         else:
             loss, grads = strategy.run(replica_step, args=(tokens,))
-            mean = tf.distribute.ReduceOp.MEAN
-            loss = strategy.reduce(mean, loss, axis=None)
-            grads = [strategy.reduce(mean, g, axis=None) for g in grads]
+            loss, *grads = distributed.mean_over_replicas(strategy, [loss, *grads])
         finite = tf.math.is_finite(loss)  # a non-finite loss never reaches the weights
         if scaler:
             grads = [g / scaler.scale for g in grads]

@@ -56,6 +56,11 @@ WORKER = textwrap.dedent("""
         def run(*inputs):
             loss = step(*inputs)
             print("\\nLOSS", repr(float(loss)), file=sys.stderr, flush=True)
+            if not hasattr(run, "counted"):  # the all-reduces in the step's graph
+                graph = step.get_concrete_function(*inputs).graph
+                run.counted = sum(op.type.startswith("CollectiveReduce")
+                                  for op in graph.get_operations())
+                print("\\nALLREDUCES", run.counted, file=sys.stderr, flush=True)
             return loss
         return run
 
@@ -224,6 +229,17 @@ def test_two_workers_in_one_folder_train_like_one_process(runs):
     assert files.count("events.out.tfevents.*.v2") == 1, files
     assert os.listdir(os.path.join(root, "a", "samples", "run1")) == ["samples-3"]
     assert checkpoints.read_counter(os.path.join(root, "a", "checkpoint", "run1")) == A_STEPS
+
+
+def test_the_workers_exchange_the_gradients_in_packs_not_one_by_one(runs):
+    # the loss and the gradient of every variable of the tiny model fit one pack
+    # (distributed.PACK_BYTES): one all-reduce per step, where there was one per variable
+    chief, other = runs["a"]
+    variables = len(dict(loading.read_checkpoint(
+        os.path.join(runs["root"], "a", "models", "tiny")).items()))
+    assert variables > 20
+    for w in (chief, other):
+        assert re.findall(r"^ALLREDUCES (\d+)$", w.err, re.M) == ["1"], w.log()
 
 
 def test_a_worker_resumes_a_run_only_the_chief_has_and_writes_nothing(runs):
