@@ -74,6 +74,8 @@ examples:
   {PROG} finetune data/ --model_name 355M --use_memory_saving_gradients --accumulate_gradients 1
   {PROG} finetune notes.txt --hparams mini --vocab_dir my_vocab --steps 2000 --learning_rate 1e-3
   {PROG} --mode finetune --dataset shakespeare.txt --steps 1000   # gpt-2-simple's spelling
+  {PROG} finetune shakespeare.txt --workers 10.0.0.1:12345,10.0.0.2:12345 --worker_index 0
+                                       # on two machines: --worker_index 1 on the second
 
 The model is downloaded first if models/<model_name> is missing. Ctrl-C saves
 a checkpoint and stops; the same command later continues the run.
@@ -258,8 +260,9 @@ FINETUNE_FLAGS = {
                               "attn/c_attn, attn/c_proj, mlp/c_fc, mlp/c_proj, or attn, mlp, "
                               "c_attn, c_fc, c_proj (default: all four)"),
     "strategy": dict(choices=lambda: module_constant("distributed", "STRATEGY_NAMES"),
-                     help="multiworker: train across the machines TF_CONFIG lists (run the same "
-                          "command on each); mirrored: across this machine's GPUs"),
+                     help="multiworker: train across the machines TF_CONFIG (or --workers) "
+                          "lists, running the same command on each; mirrored: across this "
+                          "machine's GPUs"),
 }
 
 
@@ -436,6 +439,12 @@ def build_parser():
         _add_parameter(gpt2_simple if param.positional else beyond, param,
                        FINETUNE_FLAGS.get(param.name, {}))
     _flag(beyond, "--download", default=True, help="download the model first if it is missing")
+    beyond.add_argument("--workers", metavar="HOST:PORT,...",
+                        help="train across these machines, the chief first: the same list on "
+                             "every machine, each with its own --worker_index (sets TF_CONFIG "
+                             "and --strategy multiworker)")
+    beyond.add_argument("--worker_index", type=COUNT, metavar="N",
+                        help="this machine's place in --workers (0 = the chief)")
     p.set_defaults(func=_finetune)
 
     # generate ---------------------------------------------------------------
@@ -662,6 +671,7 @@ def _finetune(args):
             and _needs_download(args.model_dir, model_name):
         print(f"{os.path.join(args.model_dir, model_name)} is missing: downloading it first.")
         gpt2.download_gpt2(model_dir=args.model_dir, model_name=model_name)
+    _set_workers(args)
     _load_tensorflow()
     sess = gpt2.start_tf_sess()
     options = {p.name: getattr(args, p.name) for p in finetune_parameters()}
@@ -673,6 +683,26 @@ def _finetune(args):
           f"with: {PROG} generate --run_name {args.run_name}"
           + ("" if args.checkpoint_dir == "checkpoint" else
              f" --checkpoint_dir {args.checkpoint_dir}"))
+
+
+def _set_workers(args):
+    """``--workers``/``--worker_index``: this process's ``TF_CONFIG``, without JSON to type."""
+    if args.workers is None and args.worker_index is None:
+        return
+    if args.workers is None or args.worker_index is None:
+        raise _Usage("--workers and --worker_index go together: the same --workers list on "
+                     "every machine, and --worker_index 0 on the first (the chief), 1 on the "
+                     "second ...")
+    if args.strategy not in (None, "multiworker"):
+        raise _Usage(f"--workers trains across machines; it does not go with --strategy "
+                     f"{args.strategy}")
+    if os.environ.get("TF_CONFIG"):
+        raise _Usage("TF_CONFIG is set in the environment and --workers is given: give one "
+                     "(unset TF_CONFIG to use --workers)")
+    from .distributed import tf_config
+
+    os.environ["TF_CONFIG"] = tf_config(args.workers.split(","), args.worker_index)
+    args.strategy = "multiworker"
 
 
 def _is_chief():

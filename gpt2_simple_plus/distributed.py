@@ -104,7 +104,8 @@ def multiworker_strategy(timeout=None):
         raise TrainingError(
             f"strategy='multiworker' needs the environment variable TF_CONFIG, which lists "
             f"every worker and says which one this is, e.g. TF_CONFIG='{_EXAMPLE_TF_CONFIG}' "
-            f"on the first machine and index 1 on the second. See the README's multi-worker "
+            f"on the first machine and index 1 on the second (on the command line: --workers "
+            f"10.0.0.1:12345,10.0.0.2:12345 --worker_index 0). See the README's multi-worker "
             f"recipe.")
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
     try:
@@ -119,6 +120,38 @@ def multiworker_strategy(timeout=None):
             "strategy=strategy).") from None
     _multiworker.append(strategy)
     return strategy
+
+
+def tf_config(workers, index):
+    """The ``TF_CONFIG`` text for the worker at ``index`` (0 = the chief) of ``workers``,
+    a list of ``"host:port"`` addresses, the same list in the same order on every
+    machine; what the command line's ``--workers``/``--worker_index`` set.
+
+        >>> json.loads(tf_config(["10.0.0.1:12345", "10.0.0.2:12345"], 1))["task"]
+        {'type': 'worker', 'index': 1}
+        >>> tf_config(["10.0.0.1", "10.0.0.2"], 0)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        gpt2_simple_plus.errors.TrainingError: Worker address '10.0.0.1' is not host:port, ...
+    """
+    workers = [w.strip() for w in workers if w.strip()]
+    for address in workers:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise TrainingError(f"Worker address {address!r} is not host:port, e.g. "
+                                f"10.0.0.1:12345: each worker's address, and a free port on "
+                                f"it that the other machines can reach.")
+    if len(set(workers)) < len(workers):
+        raise TrainingError(f"The workers {', '.join(workers)} list an address twice: give "
+                            f"each worker its own host:port.")
+    if len(workers) < 2:
+        raise TrainingError(f"Training across machines needs at least two workers, got "
+                            f"{', '.join(workers) or 'none'}.")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(workers):
+        raise TrainingError(f"The worker index must be 0 to {len(workers) - 1} (this "
+                            f"machine's place in the list of {len(workers)} workers, 0 being "
+                            f"the chief), got {index!r}.")
+    return json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
 
 
 def multiworker_made():

@@ -422,6 +422,83 @@ def test_the_command_line_flag_hands_the_strategy_name_to_finetune(tmp_path, mon
         cli.parse(["finetune", "--dataset", "a.txt", "--strategy", "tpus"])
 
 
+def test_workers_and_worker_index_set_tf_config_for_finetune(tmp_path, monkeypatch):
+    from gpt2_simple_plus import cli
+
+    seen = {}
+    monkeypatch.setattr(gpt2, "finetune", lambda sess, dataset, **kw: seen.update(
+        kw, tf_config=os.environ["TF_CONFIG"]))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TF_CONFIG", "")  # restored (removed) after the test
+    (tmp_path / "a.txt").write_text(TEXT)
+    base = ["finetune", "a.txt", "--hparams", "tiny", "--vocab_dir", example_vocab()]
+    assert cli.main(base + ["--workers", "10.0.0.1:2222, 10.0.0.2:2222",
+                            "--worker_index", "1"]) == 0
+    assert seen["strategy"] == "multiworker"
+    assert json.loads(seen["tf_config"]) == {
+        "cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]},
+        "task": {"type": "worker", "index": 1}}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--workers", "10.0.0.1:2222,10.0.0.2:2222"], "--workers and --worker_index go together"),
+    (["--worker_index", "0"], "--workers and --worker_index go together"),
+    (["--workers", "10.0.0.1:2222,10.0.0.2", "--worker_index", "0"],
+     "Worker address '10.0.0.2' is not host:port"),
+    (["--workers", "10.0.0.1:2222,10.0.0.2:2222", "--worker_index", "2"],
+     "The worker index must be 0 to 1"),
+    (["--workers", "10.0.0.1:2222,10.0.0.1:2222", "--worker_index", "0"],
+     "list an address twice"),
+    (["--workers", "10.0.0.1:2222", "--worker_index", "0"], "needs at least two workers"),
+    (["--workers", "a:1,b:2", "--worker_index", "0", "--strategy", "mirrored"],
+     "does not go with --strategy mirrored"),
+    (["--workers", "a:1,b:2", "--worker_index", "0", "TF_CONFIG"],
+     "TF_CONFIG is set in the environment and --workers is given"),
+])
+def test_bad_workers_flags_say_what_to_fix_before_anything_runs(tmp_path, monkeypatch, capsys,
+                                                                flags, message):
+    from gpt2_simple_plus import cli
+
+    monkeypatch.setattr(gpt2, "finetune", lambda *a, **k: pytest.fail("finetune ran"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {}}' if "TF_CONFIG" in flags else "")
+    (tmp_path / "a.txt").write_text(TEXT)
+    flags = [f for f in flags if f != "TF_CONFIG"]
+    assert cli.main(["finetune", "a.txt", "--hparams", "tiny", "--vocab_dir",
+                     example_vocab()] + flags) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_the_command_line_trains_across_two_workers_from_workers_flags(tmp_path,
+                                                                     tiny_model_dir):
+    folders = [machine(str(tmp_path / f"m{i}"), tiny_model_dir) for i in range(2)]
+    workers = ",".join(f"127.0.0.1:{p}" for p in free_ports(2))
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env.update(PYTHONPATH=helpers.REPO, PYTHONUNBUFFERED="1")
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "gpt2_simple_plus", "finetune", "data.txt", "--model_name",
+         "tiny", "--steps", "2", "--batch_size", "2", "--accumulate_gradients", "1",
+         "--sample_every", "0", "--seed", "0", "--download", "false", "--workers", workers,
+         "--worker_index", str(i)], cwd=folder, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for i, folder in enumerate(folders)]
+    try:
+        outputs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    log = "\n".join(f"--- worker {i}:\n{out}\n{err[-2000:]}" for i, (out, err) in
+                    enumerate(outputs))
+    assert [p.returncode for p in procs] == [0, 0], log
+    chief_out, worker_out = outputs[0][0], outputs[1][0]
+    assert "Training on 2 devices in 2 workers (this is the chief)" in chief_out, log
+    assert "The run is in checkpoint/run1" in chief_out, log
+    assert worker_out.strip() == "", log
+    assert checkpoints.read_counter(os.path.join(folders[0], "checkpoint", "run1")) == 2
+    assert not os.path.exists(os.path.join(folders[1], "checkpoint"))
+
+
 def test_doctests():
     import doctest
 
