@@ -72,7 +72,7 @@ def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on
     portable_arg = {"portable": True} if portable else {}  # test models need not take it
 
     def loop(cache, logits, pos, pad, seen, steps, seed, step0, temperature, top_p, penalty,
-             stops, done, top_k=None):
+             stops, done, top_k=None, matrices=None):
         if on_trace is not None:
             on_trace()
         batch = logits.shape[0]  # static in the Decoder: each batch size has its own loop
@@ -99,7 +99,7 @@ def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on
                 seen = tf.logical_or(seen, tf.one_hot(token, tf.shape(seen)[1], on_value=True,
                                                       off_value=False))
             h, cache = model.forward(token[:, None], cache=cache, pos=pos + i, pad=pad,
-                                     **portable_arg)
+                                     **portable_arg, **({"weights": matrices} if matrices else {}))
             return i + 1, cache, model.logits(h)[:, 0], out, done, seen
 
         i, cache, logits, out, done, seen = tf.while_loop(
@@ -214,6 +214,9 @@ class Decoder:
             seen = self._seen(config, histories, logits)
             out_len = min(chunk or span, span)
             loop = self.loop_fn(batch, cache_len, out_len, config, tuple(stops.shape))
+            # one row: the weight matrices as [nx, nf] views, read now (see model.conv1d)
+            matrices = self.model.matrices() if batch == 1 and hasattr(self.model, "matrices") \
+                else None
             pos = prompt_len
             while pos < cache_len and step < length and not finished.all():
                 steps = min(out_len, cache_len - pos, length - step)
@@ -224,7 +227,8 @@ class Decoder:
                         tf.constant(config.temperature or 1.0, tf.float32),
                         tf.constant(config.top_p, tf.float32),
                         tf.constant(config.repetition_penalty, tf.float32), stops,
-                        tf.constant(finished))  # rows stopped in an earlier call count as done
+                        tf.constant(finished),  # rows stopped in an earlier call count as done
+                        matrices=matrices)
                 n = int(n)
                 out = out.numpy()[:, :n]
                 piece = [[] for _ in prompts]

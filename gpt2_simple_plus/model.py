@@ -27,10 +27,10 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-try:  # XLA's in-place dynamic-update-slice; also runs outside XLA.
-    from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
+try:  # XLA's in-place dynamic-update-slice and its fusion barrier; both also run outside XLA.
+    from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice, optimization_barrier
 except ImportError:  # pragma: no cover - depends on the TensorFlow build
-    dynamic_update_slice = None
+    dynamic_update_slice = optimization_barrier = None
 
 
 def update_slice(buffer, values, index, *, axis, portable=False):
@@ -137,18 +137,30 @@ def norm(x, g, b, *, epsilon=1e-5):
     return tf.cast(x * g + b, dtype)
 
 
-def conv1d(x, w, b, lora=None):
-    """OpenAI's "conv1d": a dense layer whose weight is stored as ``[1, nx, nf]``.
+def conv1d(x, w, b, lora=None, *, bias_apart=False):
+    """OpenAI's "conv1d": a dense layer whose weight is stored as ``[1, nx, nf]``
+    (or given as the ``[nx, nf]`` matrix itself).
 
     Computed as one 2-D matmul plus ``bias_add``, the form TensorFlow fuses into
     one oneDNN kernel on CPU (measured faster than an einsum and an add).
     ``lora=(A, B, scale)`` adds LoRA's low-rank update beside the frozen ``w``
     (Hu et al. 2021): ``x·w + b + scale·(x·A)·B``, with ``A`` ``[nx, r]`` and
-    ``B`` ``[r, nf]`` (see ``lora.py``)."""
-    nx, nf = w.shape[1:]
+    ``B`` ``[r, nf]`` (see ``lora.py``).
+
+    ``bias_apart=True`` (the decode loop under XLA) keeps the bias out of a one-row
+    product's kernel: XLA on the CPU compiles a matrix-vector product and the add
+    after it into one kernel of its own, which runs on one core, where the product
+    alone runs on all of them. The numbers are the same. It applies to an
+    ``[nx, nf]`` ``w`` only (:meth:`GPT2.matrices`): behind the barrier, XLA copies
+    a ``[1, nx, nf]`` weight at every call to reshape it."""
+    nx, nf = w.shape[-2:]
+    apart = bias_apart and w.shape.rank == 2 and optimization_barrier is not None
     w = tf.cast(tf.reshape(w, [nx, nf]), x.dtype)  # a reshape's gradient is free; w[0]'s copies
     x2 = tf.reshape(x, [-1, nx])
-    y = tf.nn.bias_add(tf.matmul(x2, w), tf.cast(b, x.dtype))
+    y = tf.matmul(x2, w)
+    if apart and x2.shape[0] == 1:
+        y = optimization_barrier(y)[0]
+    y = tf.nn.bias_add(y, tf.cast(b, x.dtype))
     if lora is not None:
         a, b_, scale = lora
         y += tf.matmul(tf.matmul(x2, tf.cast(a, x.dtype)) * scale, tf.cast(b_, x.dtype))
@@ -303,9 +315,10 @@ def write_cache(cache, k, v, pos, *, portable=False):
     return KVCache(write(cache.keys, k), write(cache.values, v))
 
 
-def attn(x, w, prefix, *, n_head, cache, pos, pad, portable=False):
+def attn(x, w, prefix, *, n_head, cache, pos, pad, portable=False, bias_apart=False):
     """Causal self-attention; returns the output and the updated layer cache."""
-    c = conv1d(x, w[prefix + "c_attn/w"], w[prefix + "c_attn/b"], w.get(prefix + "c_attn/lora"))
+    c = conv1d(x, w[prefix + "c_attn/w"], w[prefix + "c_attn/b"], w.get(prefix + "c_attn/lora"),
+               bias_apart=bias_apart)
     q, k, v = (split_heads(t, n_head) for t in tf.split(c, 3, axis=2))
     if isinstance(cache, Past):  # a cache that is read only; the new keys go back instead
         a = past_attn(q, k, v, *cache, pos, pad)
@@ -319,20 +332,25 @@ def attn(x, w, prefix, *, n_head, cache, pos, pad, portable=False):
         a = multihead_attn(q, k, v, attention_mask(tf.shape(q)[2], tf.shape(k)[2], 0, pad))
     a = merge_heads(a)
     return conv1d(a, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"],
-                  w.get(prefix + "c_proj/lora")), cache
+                  w.get(prefix + "c_proj/lora"), bias_apart=bias_apart), cache
 
 
-def mlp(x, w, prefix):
-    h = gelu(conv1d(x, w[prefix + "c_fc/w"], w[prefix + "c_fc/b"], w.get(prefix + "c_fc/lora")))
-    return conv1d(h, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"], w.get(prefix + "c_proj/lora"))
+def mlp(x, w, prefix, *, bias_apart=False):
+    h = gelu(conv1d(x, w[prefix + "c_fc/w"], w[prefix + "c_fc/b"], w.get(prefix + "c_fc/lora"),
+                    bias_apart=bias_apart))
+    return conv1d(h, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"],
+                  w.get(prefix + "c_proj/lora"), bias_apart=bias_apart)
 
 
 def block(x, w, prefix, *, n_head, cache=None, pos=0, pad=None, portable=False):
     """One transformer block: pre-norm attention then pre-norm MLP, both residual."""
+    apart = isinstance(cache, KVCache) and not portable  # decoding under XLA (see conv1d)
     a, cache = attn(norm(x, w[prefix + "ln_1/g"], w[prefix + "ln_1/b"]), w, prefix + "attn/",
-                    n_head=n_head, cache=cache, pos=pos, pad=pad, portable=portable)
+                    n_head=n_head, cache=cache, pos=pos, pad=pad, portable=portable,
+                    bias_apart=apart)
     x = x + a
-    x = x + mlp(norm(x, w[prefix + "ln_2/g"], w[prefix + "ln_2/b"]), w, prefix + "mlp/")
+    x = x + mlp(norm(x, w[prefix + "ln_2/g"], w[prefix + "ln_2/b"]), w, prefix + "mlp/",
+                bias_apart=apart)
     return x, cache
 
 
@@ -392,7 +410,22 @@ class GPT2(tf.Module):
         shape, dtype = [batch_size * hp.n_head, length, hp.head_size], dtype or self.compute_dtype
         return [KVCache(tf.zeros(shape, dtype), tf.zeros(shape, dtype)) for _ in range(hp.n_layer)]
 
-    def forward(self, tokens, *, cache=None, pos=0, pad=None, recompute=False, portable=False):
+    def matrices(self):
+        """Each layer's weight matrix as ``[nx, nf]``, sharing its variable's memory (an
+        eager reshape copies nothing), for the decode loop (see :func:`conv1d`). Made
+        anew at each call, so they always hold the variables' current values.
+
+            >>> from gpt2_simple_plus.hparams import hparams_for
+            >>> model = GPT2(hparams_for("tiny", n_vocab=100), seed=0)
+            >>> fc = model.matrices()["model/h0/mlp/c_fc/w"]
+            >>> tuple(fc.shape), bool((fc == model.weights["model/h0/mlp/c_fc/w"][0]).numpy().all())
+            ((32, 128), True)
+        """
+        return {n: tf.reshape(v.value(), v.shape[1:]) for n, v in self.weights.items()
+                if n.endswith("/w") and v.shape.rank == 3}
+
+    def forward(self, tokens, *, cache=None, pos=0, pad=None, recompute=False, portable=False,
+                weights=None):
         """The final hidden states ``[batch, seq, n_embd]`` (after ``ln_f``) and the cache.
 
         ``tokens`` sit at positions ``pos ...``; with a ``cache`` they are written
@@ -403,9 +436,12 @@ class GPT2(tf.Module):
         one per layer, is read but not written (see :func:`past_attn`): the tokens' own
         keys and values come back in its place, for the caller to store.
         ``portable=True`` writes the cache with core TensorFlow ops instead of XLA's (see
-        :func:`update_slice`), for export.
+        :func:`update_slice`), for export. ``weights`` (``{name: tensor}``) stand in for
+        some of the model's own: the decode loop passes :meth:`matrices`.
         """
         w, hp = self.weights, self.hparams
+        if weights:
+            w = {**w, **weights}
         if self.lora is not None:  # "model/h0/attn/c_attn/lora": (A, B, scale) beside the base
             w = {**w, **self.lora.terms()}
         tokens = tf.convert_to_tensor(tokens)

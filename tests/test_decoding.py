@@ -251,9 +251,11 @@ def _compiled_loop_body(decoder, prompts, length, config):
     def spy(*key):
         fn = make(*key)
 
-        def call(*args):
-            compiled.append(fn.experimental_get_compiler_ir(*args, None)(stage="optimized_hlo"))
-            return fn(*args)
+        def call(*args, **kwargs):
+            kwargs = {"top_k": None, **kwargs}
+            compiled.append(fn.experimental_get_compiler_ir(*args, **kwargs)(
+                stage="optimized_hlo"))
+            return fn(*args, **kwargs)
         return call
 
     decoder.loop_fn = spy
@@ -263,6 +265,27 @@ def _compiled_loop_body(decoder, prompts, length, config):
     lines = hlo.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"%{body} "))
     return lines[start + 1:lines.index("}", start)]
+
+
+def test_at_batch_1_each_matrix_vector_product_stands_alone_and_no_weight_is_copied():
+    """XLA on the CPU fuses a matrix-vector product with the bias add after it into a
+    kernel of its own that runs on one core; alone, the product runs on every core
+    (benchmarks/generate.py, batch 1). Each layer's four products must stand alone,
+    and nothing weight-sized may be made at each step (behind the barrier that keeps
+    them apart, a [1, nx, nf] weight reshaped inside the loop is copied every step)."""
+    hp = HParams(n_vocab=97, n_ctx=64, n_embd=128, n_head=2, n_layer=2)
+    body = _compiled_loop_body(Decoder(GPT2(hp, seed=0)), [[1, 2]], 40, WARM)
+    assert not [line for line in body if "kind=kOutput" in line]
+    # 4 per layer for the weights, 2 per layer over the cache, 1 for the head
+    assert sum(" dot(" in line for line in body) == 6 * hp.n_layer + 1
+    smallest_matrix = hp.n_embd * hp.n_embd
+    made = []
+    for line in body:
+        m = re.match(r"\s*(?:ROOT )?%\S+ = \w+\[([\d,]*)\]\S* ([\w-]+)\(", line)
+        if m and m.group(2) not in ("parameter", "get-tuple-element", "bitcast", "tuple"):
+            if math.prod(int(d) for d in m.group(1).split(",") if d) >= smallest_matrix:
+                made.append(line.strip()[:120])
+    assert not made, made
 
 
 @pytest.mark.parametrize("batch", [1, 3])
