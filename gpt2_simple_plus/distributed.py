@@ -227,9 +227,10 @@ def mean_over_replicas(strategy, values):
 def _reduce(strategy, op, values):
     options = tf.distribute.experimental.CommunicationOptions(bytes_per_pack=PACK_BYTES)
     out = [None] * len(values)
+    dtypes = [strategy.experimental_local_results(v)[0].dtype for v in values]
     # a pack is one concatenated tensor, so one dtype; the same order on every worker
-    for dtype in sorted({v.dtype for v in values}, key=lambda d: d.name):
-        where = [i for i, v in enumerate(values) if v.dtype == dtype]
+    for dtype in sorted(set(dtypes), key=lambda d: d.name):
+        where = [i for i, d in enumerate(dtypes) if d == dtype]
         reduced = strategy.extended.batch_reduce_to(
             op, [(values[i], "/device:CPU:0") for i in where], options=options)
         for i, r in zip(where, reduced):
