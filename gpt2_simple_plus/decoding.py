@@ -98,8 +98,9 @@ def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on
             if penalize:
                 seen = tf.logical_or(seen, tf.one_hot(token, tf.shape(seen)[1], on_value=True,
                                                       off_value=False))
-            h, cache = model.forward(token[:, None], cache=cache, pos=pos + i, pad=pad,
-                                     **portable_arg, **({"weights": matrices} if matrices else {}))
+            # test models need not take portable= or weights=
+            extra = dict(portable_arg, **({"weights": matrices} if matrices else {}))
+            h, cache = model.forward(token[:, None], cache=cache, pos=pos + i, pad=pad, **extra)
             return i + 1, cache, model.logits(h)[:, 0], out, done, seen
 
         i, cache, logits, out, done, seen = tf.while_loop(

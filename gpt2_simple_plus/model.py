@@ -137,7 +137,7 @@ def norm(x, g, b, *, epsilon=1e-5):
     return tf.cast(x * g + b, dtype)
 
 
-def conv1d(x, w, b, lora=None, *, bias_apart=False):
+def conv1d(x, w, b, lora=None):
     """OpenAI's "conv1d": a dense layer whose weight is stored as ``[1, nx, nf]``
     (or given as the ``[nx, nf]`` matrix itself).
 
@@ -147,18 +147,18 @@ def conv1d(x, w, b, lora=None, *, bias_apart=False):
     (Hu et al. 2021): ``x·w + b + scale·(x·A)·B``, with ``A`` ``[nx, r]`` and
     ``B`` ``[r, nf]`` (see ``lora.py``).
 
-    ``bias_apart=True`` (the decode loop under XLA) keeps the bias out of a one-row
-    product's kernel: XLA on the CPU compiles a matrix-vector product and the add
-    after it into one kernel of its own, which runs on one core, where the product
-    alone runs on all of them. The numbers are the same. It applies to an
-    ``[nx, nf]`` ``w`` only (:meth:`GPT2.matrices`): behind the barrier, XLA copies
-    a ``[1, nx, nf]`` weight at every call to reshape it."""
+    An ``[nx, nf]`` ``w`` times one row (what the decode loop does at batch 1, with
+    :meth:`GPT2.matrices`) keeps the bias out of the product's kernel: XLA on the
+    CPU compiles a matrix-vector product and the add after it into one kernel of its
+    own, which runs on one core, where the product alone runs on all of them. The
+    numbers are the same. A ``[1, nx, nf]`` weight is left as it is: behind the
+    barrier, XLA copies it at every call to reshape it."""
     nx, nf = w.shape[-2:]
-    apart = bias_apart and w.shape.rank == 2 and optimization_barrier is not None
+    matrix = w.shape.rank == 2
     w = tf.cast(tf.reshape(w, [nx, nf]), x.dtype)  # a reshape's gradient is free; w[0]'s copies
     x2 = tf.reshape(x, [-1, nx])
     y = tf.matmul(x2, w)
-    if apart and x2.shape[0] == 1:
+    if matrix and x2.shape[0] == 1 and optimization_barrier is not None:
         y = optimization_barrier(y)[0]
     y = tf.nn.bias_add(y, tf.cast(b, x.dtype))
     if lora is not None:
@@ -315,10 +315,9 @@ def write_cache(cache, k, v, pos, *, portable=False):
     return KVCache(write(cache.keys, k), write(cache.values, v))
 
 
-def attn(x, w, prefix, *, n_head, cache, pos, pad, portable=False, bias_apart=False):
+def attn(x, w, prefix, *, n_head, cache, pos, pad, portable=False):
     """Causal self-attention; returns the output and the updated layer cache."""
-    c = conv1d(x, w[prefix + "c_attn/w"], w[prefix + "c_attn/b"], w.get(prefix + "c_attn/lora"),
-               bias_apart=bias_apart)
+    c = conv1d(x, w[prefix + "c_attn/w"], w[prefix + "c_attn/b"], w.get(prefix + "c_attn/lora"))
     q, k, v = (split_heads(t, n_head) for t in tf.split(c, 3, axis=2))
     if isinstance(cache, Past):  # a cache that is read only; the new keys go back instead
         a = past_attn(q, k, v, *cache, pos, pad)
@@ -332,25 +331,20 @@ def attn(x, w, prefix, *, n_head, cache, pos, pad, portable=False, bias_apart=Fa
         a = multihead_attn(q, k, v, attention_mask(tf.shape(q)[2], tf.shape(k)[2], 0, pad))
     a = merge_heads(a)
     return conv1d(a, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"],
-                  w.get(prefix + "c_proj/lora"), bias_apart=bias_apart), cache
+                  w.get(prefix + "c_proj/lora")), cache
 
 
-def mlp(x, w, prefix, *, bias_apart=False):
-    h = gelu(conv1d(x, w[prefix + "c_fc/w"], w[prefix + "c_fc/b"], w.get(prefix + "c_fc/lora"),
-                    bias_apart=bias_apart))
-    return conv1d(h, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"],
-                  w.get(prefix + "c_proj/lora"), bias_apart=bias_apart)
+def mlp(x, w, prefix):
+    h = gelu(conv1d(x, w[prefix + "c_fc/w"], w[prefix + "c_fc/b"], w.get(prefix + "c_fc/lora")))
+    return conv1d(h, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"], w.get(prefix + "c_proj/lora"))
 
 
 def block(x, w, prefix, *, n_head, cache=None, pos=0, pad=None, portable=False):
     """One transformer block: pre-norm attention then pre-norm MLP, both residual."""
-    apart = isinstance(cache, KVCache) and not portable  # decoding under XLA (see conv1d)
     a, cache = attn(norm(x, w[prefix + "ln_1/g"], w[prefix + "ln_1/b"]), w, prefix + "attn/",
-                    n_head=n_head, cache=cache, pos=pos, pad=pad, portable=portable,
-                    bias_apart=apart)
+                    n_head=n_head, cache=cache, pos=pos, pad=pad, portable=portable)
     x = x + a
-    x = x + mlp(norm(x, w[prefix + "ln_2/g"], w[prefix + "ln_2/b"]), w, prefix + "mlp/",
-                bias_apart=apart)
+    x = x + mlp(norm(x, w[prefix + "ln_2/g"], w[prefix + "ln_2/b"]), w, prefix + "mlp/")
     return x, cache
 
 
