@@ -24,6 +24,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from .memory import available_memory
 from .model import update_slice
 from .padding import pad_left, round_up
 from .sampling import next_token
@@ -32,6 +33,11 @@ PROMPT_BUCKET = 16  # prompt lengths are rounded up to a multiple of this
 # Cache lengths are rounded up to a multiple of this; attention reads the whole
 # cache each step, so a smaller bucket wastes less of it (benchmarks/generate.py).
 CACHE_BUCKET = 32
+# At batch 1 the loop reads transposed copies of the weight matrices (GPT2.matrices): a
+# token then takes about a tenth less time under XLA on the CPU, and making them costs
+# about two tokens' time, so they are made for a window of at least this many tokens,
+# when the memory available holds them twice over (README performance section).
+ROWS_MIN_TOKENS = 32
 
 
 class _OwnRetracingFilter(logging.Filter):
@@ -215,9 +221,7 @@ class Decoder:
             seen = self._seen(config, histories, logits)
             out_len = min(chunk or span, span)
             loop = self.loop_fn(batch, cache_len, out_len, config, tuple(stops.shape))
-            # one row: the weight matrices as [nx, nf] views, read now (see model.conv1d)
-            matrices = self.model.matrices() if batch == 1 and hasattr(self.model, "matrices") \
-                else None
+            matrices = self._row_matrices(batch, min(span, length - step))
             pos = prompt_len
             while pos < cache_len and step < length and not finished.all():
                 steps = min(out_len, cache_len - pos, length - step)
@@ -247,6 +251,22 @@ class Decoder:
                 pos += n
                 step += n
                 yield piece
+
+    def _row_matrices(self, batch, tokens):
+        """The weight matrices the loop reads for a window of ``tokens`` at ``batch``
+        rows (see :meth:`~gpt2_simple_plus.model.GPT2.matrices`): None (the variables)
+        beyond one row, transposed copies when they pay (:data:`ROWS_MIN_TOKENS`) and
+        fit, else views."""
+        if batch != 1 or not hasattr(self.model, "matrices"):
+            return None
+        copies = tokens >= ROWS_MIN_TOKENS
+        if copies:
+            need = sum(v.shape.num_elements() * v.dtype.size
+                       for n, v in self.model.weights.items()
+                       if n.endswith("/w") and v.shape.rank == 3)
+            available, _ = available_memory()
+            copies = available is None or available >= 2 * need
+        return self.model.matrices(transposed=copies)
 
     def _seen(self, config, histories, logits):
         vocab = logits.shape[-1]

@@ -137,9 +137,15 @@ def norm(x, g, b, *, epsilon=1e-5):
     return tf.cast(x * g + b, dtype)
 
 
+class Transposed(NamedTuple):
+    """A layer's weight matrix stored as ``[nf, nx]``, each output's weights together
+    (see :meth:`GPT2.matrices`)."""
+    matrix: tf.Tensor
+
+
 def conv1d(x, w, b, lora=None):
     """OpenAI's "conv1d": a dense layer whose weight is stored as ``[1, nx, nf]``
-    (or given as the ``[nx, nf]`` matrix itself).
+    (or given as the ``[nx, nf]`` matrix itself, or as a :class:`Transposed` one).
 
     Computed as one 2-D matmul plus ``bias_add``, the form TensorFlow fuses into
     one oneDNN kernel on CPU (measured faster than an einsum and an add).
@@ -147,17 +153,25 @@ def conv1d(x, w, b, lora=None):
     (Hu et al. 2021): ``x·w + b + scale·(x·A)·B``, with ``A`` ``[nx, r]`` and
     ``B`` ``[r, nf]`` (see ``lora.py``).
 
-    An ``[nx, nf]`` ``w`` times one row (what the decode loop does at batch 1, with
-    :meth:`GPT2.matrices`) keeps the bias out of the product's kernel: XLA on the
-    CPU compiles a matrix-vector product and the add after it into one kernel of its
-    own, which runs on one core, where the product alone runs on all of them. The
-    numbers are the same. A ``[1, nx, nf]`` weight is left as it is: behind the
-    barrier, XLA copies it at every call to reshape it."""
-    nx, nf = w.shape[-2:]
-    matrix = w.shape.rank == 2
-    w = tf.cast(tf.reshape(w, [nx, nf]), x.dtype)  # a reshape's gradient is free; w[0]'s copies
-    x2 = tf.reshape(x, [-1, nx])
-    y = tf.matmul(x2, w)
+    The decode loop passes matrices at batch 1 (:meth:`GPT2.matrices`), for two
+    things XLA on the CPU does with a one-row product. It compiles the product and the
+    bias add after it into one kernel of its own, which runs on one core, where the
+    product alone runs on all of them: a barrier keeps them apart (a ``[1, nx, nf]``
+    weight is left as it is, since behind the barrier XLA copies it at every call to
+    reshape it). And it reads a :class:`Transposed` matrix faster, as it does the
+    head's ``wte``: the product is then ``(w·xᵀ)ᵀ``. The numbers are the same, up to the
+    order of the sums."""
+    if isinstance(w, Transposed):
+        nf, nx = w.matrix.shape
+        x2 = tf.reshape(x, [-1, nx])
+        y = tf.transpose(tf.matmul(tf.cast(w.matrix, x.dtype), x2, transpose_b=True))
+        matrix = True
+    else:
+        nx, nf = w.shape[-2:]
+        matrix = w.shape.rank == 2
+        w = tf.cast(tf.reshape(w, [nx, nf]), x.dtype)  # a reshape's gradient is free; w[0]'s copies
+        x2 = tf.reshape(x, [-1, nx])
+        y = tf.matmul(x2, w)
     if matrix and x2.shape[0] == 1 and optimization_barrier is not None:
         y = optimization_barrier(y)[0]
     y = tf.nn.bias_add(y, tf.cast(b, x.dtype))
@@ -356,6 +370,13 @@ def positions_for(tokens, pos, pad):
     return p
 
 
+@tf.function(autograph=False)
+def _transposed(matrices):
+    """``[1, nx, nf]`` variables as ``[nf, nx]`` copies: in a graph, which transposes
+    them faster than eager execution or XLA do."""
+    return [tf.transpose(m[0]) for m in matrices]
+
+
 # ---------------------------------------------------------------------------
 
 class GPT2(tf.Module):
@@ -404,19 +425,27 @@ class GPT2(tf.Module):
         shape, dtype = [batch_size * hp.n_head, length, hp.head_size], dtype or self.compute_dtype
         return [KVCache(tf.zeros(shape, dtype), tf.zeros(shape, dtype)) for _ in range(hp.n_layer)]
 
-    def matrices(self):
-        """Each layer's weight matrix as ``[nx, nf]``, sharing its variable's memory (an
-        eager reshape copies nothing), for the decode loop (see :func:`conv1d`). Made
-        anew at each call, so they always hold the variables' current values.
+    def matrices(self, transposed=False):
+        """Each layer's weight matrix, for the decode loop at batch 1 (see :func:`conv1d`):
+        ``[nx, nf]`` views that share the variables' memory (an eager reshape copies
+        nothing), or with ``transposed=True`` :class:`Transposed` copies, which XLA reads
+        faster and which take as much memory again. Made anew at each call, so they
+        hold the variables' current values (after fine-tuning too).
 
             >>> from gpt2_simple_plus.hparams import hparams_for
             >>> model = GPT2(hparams_for("tiny", n_vocab=100), seed=0)
-            >>> fc = model.matrices()["model/h0/mlp/c_fc/w"]
-            >>> tuple(fc.shape), bool((fc == model.weights["model/h0/mlp/c_fc/w"][0]).numpy().all())
-            ((32, 128), True)
+            >>> fc = model.weights["model/h0/mlp/c_fc/w"][0]
+            >>> view = model.matrices()["model/h0/mlp/c_fc/w"]
+            >>> copy = model.matrices(transposed=True)["model/h0/mlp/c_fc/w"].matrix
+            >>> tuple(view.shape), tuple(copy.shape)
+            ((32, 128), (128, 32))
+            >>> bool(tf.reduce_all(view == fc)), bool(tf.reduce_all(copy == tf.transpose(fc)))
+            (True, True)
         """
-        return {n: tf.reshape(v.value(), v.shape[1:]) for n, v in self.weights.items()
-                if n.endswith("/w") and v.shape.rank == 3}
+        names = [n for n, v in self.weights.items() if n.endswith("/w") and v.shape.rank == 3]
+        if transposed:
+            return dict(zip(names, map(Transposed, _transposed([self.weights[n] for n in names]))))
+        return {n: tf.reshape(self.weights[n].value(), self.weights[n].shape[1:]) for n in names}
 
     def forward(self, tokens, *, cache=None, pos=0, pad=None, recompute=False, portable=False,
                 weights=None):

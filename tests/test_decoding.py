@@ -18,6 +18,7 @@ import pytest
 import helpers
 from helpers import FakeModel, assert_frequencies, calls_during, np_repetition_penalty, np_softmax
 
+from gpt2_simple_plus import decoding
 from gpt2_simple_plus.decoding import Decoder
 from gpt2_simple_plus.hparams import HParams, hparams_for
 from gpt2_simple_plus.model import GPT2
@@ -267,14 +268,34 @@ def _compiled_loop_body(decoder, prompts, length, config):
     return lines[start + 1:lines.index("}", start)]
 
 
-def test_at_batch_1_each_matrix_vector_product_stands_alone_and_no_weight_is_copied():
+def _count_matrices(monkeypatch, model):
+    made = []
+    real = model.matrices
+
+    def matrices(transposed=False):
+        if transposed:
+            made.append(len(made))
+        return real(transposed)
+    monkeypatch.setattr(model, "matrices", matrices)
+    return made
+
+
+@pytest.mark.parametrize("copies", [True, False])
+def test_at_batch_1_each_matrix_vector_product_stands_alone_and_no_weight_is_copied(
+        monkeypatch, copies):
     """XLA on the CPU fuses a matrix-vector product with the bias add after it into a
     kernel of its own that runs on one core; alone, the product runs on every core
     (benchmarks/generate.py, batch 1). Each layer's four products must stand alone,
     and nothing weight-sized may be made at each step (behind the barrier that keeps
-    them apart, a [1, nx, nf] weight reshaped inside the loop is copied every step)."""
+    them apart, a [1, nx, nf] weight reshaped inside the loop is copied every step),
+    with the transposed copies (a long window) and with views of the variables."""
+    if not copies:
+        monkeypatch.setattr(decoding, "ROWS_MIN_TOKENS", 10 ** 6)
     hp = HParams(n_vocab=97, n_ctx=64, n_embd=128, n_head=2, n_layer=2)
-    body = _compiled_loop_body(Decoder(GPT2(hp, seed=0)), [[1, 2]], 40, WARM)
+    model = GPT2(hp, seed=0)
+    made = _count_matrices(monkeypatch, model)
+    body = _compiled_loop_body(Decoder(model), [[1, 2]], 40, WARM)
+    assert len(made) == copies
     assert not [line for line in body if "kind=kOutput" in line]
     # 4 per layer for the weights, 2 per layer over the cache, 1 for the head
     assert sum(" dot(" in line for line in body) == 6 * hp.n_layer + 1
@@ -286,6 +307,52 @@ def test_at_batch_1_each_matrix_vector_product_stands_alone_and_no_weight_is_cop
             if math.prod(int(d) for d in m.group(1).split(",") if d) >= smallest_matrix:
                 made.append(line.strip()[:120])
     assert not made, made
+
+
+def test_at_batch_1_a_long_enough_window_reads_transposed_copies_that_change_no_token(
+        monkeypatch):
+    """Batch 1 reads [nf, nx] copies of the matrices (faster under XLA on the CPU), made
+    once per window of at least ROWS_MIN_TOKENS and never for more rows; the tokens are
+    the ones the variables themselves give."""
+    hp = HParams(n_vocab=97, n_ctx=64, n_embd=64, n_head=2, n_layer=2)
+    model = GPT2(hp, helpers.decisive_weights(hp, seed=3))
+    made = _count_matrices(monkeypatch, model)
+    rows = Decoder(model).generate([[5, 6, 7]], 40, GREEDY)
+    assert made == [0]
+    Decoder(model).generate([[5, 6, 7]], decoding.ROWS_MIN_TOKENS - 1, GREEDY)
+    Decoder(model).generate([[5, 6, 7]] * 2, 40, GREEDY)
+    assert made == [0]
+    monkeypatch.setattr(decoding, "ROWS_MIN_TOKENS", 10 ** 6)  # the variables themselves
+    assert Decoder(model).generate([[5, 6, 7]], 40, GREEDY) == rows
+    assert made == [0]
+    assert len(set(rows[0])) > 5  # a decisive model: the comparison means something
+
+
+def test_the_copies_are_made_only_where_memory_holds_them_twice(monkeypatch):
+    hp = HParams(n_vocab=97, n_ctx=64, n_embd=64, n_head=2, n_layer=2)
+    model = GPT2(hp, seed=0)
+    made = _count_matrices(monkeypatch, model)
+    need = sum(v.numpy().nbytes for n, v in model.weights.items() if n.endswith("/w")
+               and len(v.shape) == 3)
+    decoder = Decoder(model, jit_compile=False)
+    for available, copies in ((2 * need - 1, 0), (2 * need, 1), (None, 2)):
+        monkeypatch.setattr(decoding, "available_memory", lambda: (available, "this machine has"))
+        decoder.generate([[1, 2]], 32, WARM)
+        assert len(made) == copies
+
+
+def test_a_decoder_at_batch_1_reads_the_weights_as_they_are_now():
+    """The copies are made at each generation, so new weights (fine-tuning, a reload)
+    show at once in the same decoder."""
+    hp = HParams(n_vocab=97, n_ctx=64, n_embd=64, n_head=2, n_layer=2)
+    first, second = (helpers.decisive_weights(hp, seed=s) for s in (1, 2))
+    model = GPT2(hp, first)
+    decoder = Decoder(model)
+    before = decoder.generate([[5, 6, 7]], 40, GREEDY)
+    model.assign(second)
+    after = decoder.generate([[5, 6, 7]], 40, GREEDY)
+    assert after == Decoder(GPT2(hp, second)).generate([[5, 6, 7]], 40, GREEDY)
+    assert after != before
 
 
 @pytest.mark.parametrize("batch", [1, 3])
