@@ -23,6 +23,9 @@ temperature 0.7 with no top-k/top-p (gpt-2-simple's defaults), best of
 generated text (imports, loading, compiling, generating the tokens). One-off
 conversions (CTranslate2's copy, our LiteRT copies) are made before the clock starts.
 
+Where our step's time goes (matrix products, the head, everything else):
+``python benchmarks/profile_generate.py``.
+
 Needs the benchmark extras: ``pip install -e ".[bench]"`` and the real GPT-2
 vocabulary (``$GPT2_VOCAB_DIR``, default ``../shared/gpt2-vocab``). CTranslate2
 reads a converted copy of the same weights (``ct2-transformers-converter`` on a
