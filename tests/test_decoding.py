@@ -293,9 +293,9 @@ def test_at_batch_1_each_matrix_vector_product_stands_alone_and_no_weight_is_cop
         monkeypatch.setattr(decoding, "ROWS_MIN_TOKENS", 10 ** 6)
     hp = HParams(n_vocab=97, n_ctx=64, n_embd=128, n_head=2, n_layer=2)
     model = GPT2(hp, seed=0)
-    made = _count_matrices(monkeypatch, model)
+    copied = _count_matrices(monkeypatch, model)
     body = _compiled_loop_body(Decoder(model), [[1, 2]], 40, WARM)
-    assert len(made) == copies
+    assert len(copied) == copies
     assert not [line for line in body if "kind=kOutput" in line]
     # 4 per layer for the weights, 2 per layer over the cache, 1 for the head
     assert sum(" dot(" in line for line in body) == 6 * hp.n_layer + 1
