@@ -108,8 +108,7 @@ def main(argv=None):
         sess = gpt2.start_tf_sess()
         gpt2.load_gpt2(sess, model_name="124M", model_dir=model_dir,
                        compute_dtype=args.compute_dtype)
-        weights = [v for n, v in sess.model.weights.items()
-                   if n.endswith("/w") and len(v.shape) == 3] + [sess.model.weights["model/wte"]]
+        weights = [*sess.model.layer_matrices().values(), sess.model.weights["model/wte"]]
         params = sum(v.shape.num_elements() for v in weights)
         weight_bytes = sum(v.shape.num_elements() * v.dtype.size for v in weights)
         print(f"{cpu_description()}\n124M, compute_dtype={args.compute_dtype}, {args.length} new "

@@ -262,8 +262,7 @@ class Decoder:
         copies = tokens >= ROWS_MIN_TOKENS
         if copies:
             need = sum(v.shape.num_elements() * v.dtype.size
-                       for n, v in self.model.weights.items()
-                       if n.endswith("/w") and v.shape.rank == 3)
+                       for v in self.model.layer_matrices().values())
             available, _ = available_memory()
             copies = available is None or available >= 2 * need
         return self.model.matrices(transposed=copies)

@@ -442,10 +442,15 @@ class GPT2(tf.Module):
             >>> bool(tf.reduce_all(view == fc)), bool(tf.reduce_all(copy == tf.transpose(fc)))
             (True, True)
         """
-        names = [n for n, v in self.weights.items() if n.endswith("/w") and v.shape.rank == 3]
+        layers = self.layer_matrices()
         if transposed:
-            return dict(zip(names, map(Transposed, _transposed([self.weights[n] for n in names]))))
-        return {n: tf.reshape(self.weights[n].value(), self.weights[n].shape[1:]) for n in names}
+            return dict(zip(layers, map(Transposed, _transposed(list(layers.values())))))
+        return {n: tf.reshape(v.value(), v.shape[1:]) for n, v in layers.items()}
+
+    def layer_matrices(self):
+        """``{name: variable}`` of the layers' ``[1, nx, nf]`` weight matrices (not ``wte``,
+        ``wpe``, biases or LayerNorm): what :meth:`matrices` gives the decode loop."""
+        return {n: v for n, v in self.weights.items() if n.endswith("/w") and v.shape.rank == 3}
 
     def forward(self, tokens, *, cache=None, pos=0, pad=None, recompute=False, portable=False,
                 weights=None):
