@@ -35,8 +35,8 @@ PROMPT_BUCKET = 16  # prompt lengths are rounded up to a multiple of this
 CACHE_BUCKET = 32
 # At batch 1 the loop reads transposed copies of the weight matrices (GPT2.matrices): a
 # token then takes about a tenth less time under XLA on the CPU, and making them costs
-# about two tokens' time, so they are made for a window of at least this many tokens,
-# when the memory available holds them twice over (README performance section).
+# about two tokens' time, so they are made (once per call) for a call of at least this
+# many tokens, when the memory available holds them twice over (README performance section).
 ROWS_MIN_TOKENS = 32
 
 
@@ -198,6 +198,8 @@ class Decoder:
         histories = [list(p) for p in prompts]  # what each row has seen and written
         produced = [[] for _ in prompts]
         finished = np.zeros(batch, bool)
+        # made once per call: every window of the call reads the same weights
+        matrices = self._row_matrices(batch, length)
         step = 0
         while step < length and not finished.all():
             # One window: the most recent context, leaving room to generate.
@@ -221,7 +223,6 @@ class Decoder:
             seen = self._seen(config, histories, logits)
             out_len = min(chunk or span, span)
             loop = self.loop_fn(batch, cache_len, out_len, config, tuple(stops.shape))
-            matrices = self._row_matrices(batch, min(span, length - step))
             pos = prompt_len
             while pos < cache_len and step < length and not finished.all():
                 steps = min(out_len, cache_len - pos, length - step)
@@ -253,7 +254,7 @@ class Decoder:
                 yield piece
 
     def _row_matrices(self, batch, tokens):
-        """The weight matrices the loop reads for a window of ``tokens`` at ``batch``
+        """The weight matrices the loop reads for a call of ``tokens`` at ``batch``
         rows (see :meth:`~gpt2_simple_plus.model.GPT2.matrices`): None (the variables)
         beyond one row, transposed copies when they pay (:data:`ROWS_MIN_TOKENS`) and
         fit, else views."""

@@ -312,7 +312,7 @@ def test_at_batch_1_each_matrix_vector_product_stands_alone_and_no_weight_is_cop
 def test_at_batch_1_a_long_enough_window_reads_transposed_copies_that_change_no_token(
         monkeypatch):
     """Batch 1 reads [nf, nx] copies of the matrices (faster under XLA on the CPU), made
-    once per window of at least ROWS_MIN_TOKENS and never for more rows; the tokens are
+    once per call of at least ROWS_MIN_TOKENS and never for more rows; the tokens are
     the ones the variables themselves give."""
     hp = HParams(n_vocab=97, n_ctx=64, n_embd=64, n_head=2, n_layer=2)
     model = GPT2(hp, helpers.decisive_weights(hp, seed=3))
@@ -326,6 +326,23 @@ def test_at_batch_1_a_long_enough_window_reads_transposed_copies_that_change_no_
     assert Decoder(model).generate([[5, 6, 7]], 40, GREEDY) == rows
     assert made == [0]
     assert len(set(rows[0])) > 5  # a decisive model: the comparison means something
+
+
+def test_a_generation_that_slides_makes_the_copies_once_for_all_its_windows(monkeypatch):
+    """150 tokens in a 64-token context take several windows; the copies are made once
+    and every window reads them: the tokens equal the variables' own."""
+    hp = HParams(n_vocab=97, n_ctx=64, n_embd=64, n_head=2, n_layer=2)
+    model = GPT2(hp, helpers.decisive_weights(hp, seed=4))
+    made = _count_matrices(monkeypatch, model)
+    windows = []
+    prefill_fn = Decoder.prefill_fn
+    monkeypatch.setattr(Decoder, "prefill_fn", lambda self, *a: windows.append(a) or
+                        prefill_fn(self, *a))
+    rows = Decoder(model).generate([[5, 6, 7]], 150, GREEDY)
+    assert len(windows) >= 3 and made == [0]
+    monkeypatch.setattr(decoding, "ROWS_MIN_TOKENS", 10 ** 6)
+    assert Decoder(model).generate([[5, 6, 7]], 150, GREEDY) == rows
+    assert made == [0] and len(rows[0]) == 150
 
 
 def test_the_copies_are_made_only_where_memory_holds_them_twice(monkeypatch):
