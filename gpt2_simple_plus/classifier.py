@@ -28,12 +28,14 @@ A run folder looks like ``finetune``'s, so the body stays a GPT-2 that
 ``load_classifier`` restores a run; ``classify`` uses the session's classifier.
 """
 
+import contextlib
 import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from . import distributed
 from .checkpoints import (find_checkpoint, latest_checkpoint, read_counter, read_train_state,
                           save_checkpoint, step_of)
 from .eager import ensure_eager
@@ -42,7 +44,9 @@ from .data import holdout_rows, read_labelled
 from .errors import CheckpointError, DatasetError, ModelNotFoundError, TrainingError
 from .files import write_text_atomic
 from .folders import model_folder
+from .hparams import load_hparams
 from .loading import load_model
+from .model import GPT2
 from .optimizers import make_optimizer
 from .padding import length_bucket, pad_right
 from .run import Run
@@ -122,7 +126,8 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
                         checkpoint_dir="checkpoint", steps=200, batch_size=8,
                         learning_rate=5e-5, max_length=128, val_fraction=0.1, val_dataset=None,
                         eval_every=50, seed=0, labels=None, restore_from="fresh",
-                        optimizer="adamw", print_every=10, save_every=None, max_checkpoints=1):
+                        optimizer="adamw", print_every=10, save_every=None, max_checkpoints=1,
+                        strategy=None):
     """Fine-tune GPT-2 with a classification head on labelled texts; returns the last evaluation.
 
     ``dataset`` is a CSV or JSON-lines file with a ``text_column`` and a
@@ -142,6 +147,17 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
     (default: sorted). ``optimizer`` is ``"adamw"``, ``"adam"`` or ``"sgd"``.
     Interrupting it (Ctrl-C, or stopping the notebook cell) evaluates and
     saves what was trained so far, as gpt-2-simple's ``finetune`` does.
+
+    ``strategy`` trains across processes or machines as :func:`finetune`
+    does (``"multiworker"`` over ``TF_CONFIG``, ``"mirrored"``, or a
+    ``tf.distribute`` strategy; see ``distributed.py``): every worker runs the
+    same call with its own copy of the base model and the dataset, replica
+    ``r`` of ``R`` trains on the ``r``-th slice of each batch (so
+    ``batch_size`` is the batch of all workers together and must divide
+    evenly), the gradients are averaged, and only the chief writes the run
+    and prints. A worker needs no copy of the chief's run to continue it
+    (``restore_from="latest"``): the weights, head, labels and step come from
+    the chief.
 
     Returns ``{"step", "loss", "val_loss", "val_accuracy", "labels", "history"}``
     (``history``: one dict per evaluation).
@@ -165,6 +181,34 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
     if steps < 1 or batch_size < 1:
         raise TrainingError(f"steps and batch_size must be at least 1, got {steps} and "
                             f"{batch_size}.")
+    # a multi-worker strategy must be made before TensorFlow runs anything else
+    strategy = distributed.make_strategy(strategy)
+    chief = distributed.is_chief(strategy)
+    multi_worker = distributed.worker_count(strategy) > 1
+    replicas = strategy.num_replicas_in_sync if strategy else 1
+    if batch_size % replicas:
+        raise TrainingError(f"batch_size={batch_size} cannot be split evenly over {replicas} "
+                            f"devices: use a multiple of {replicas}.")
+
+    # Only the chief reads the run it continues; the others learn from the chief that it
+    # does, with which labels, step and seed (every worker must split and draw alike).
+    run_dir = os.path.join(checkpoint_dir, run_name)
+    resume = chief and restore_from == "latest" and latest_checkpoint(run_dir) is not None
+    run_labels, prefix, head_value, _ = _read_run(run_dir, "latest") if resume else (None,) * 4
+    shared = dict(resume=resume, labels=run_labels, seed=seed,
+                  counter=read_counter(run_dir) if resume else 0)
+    if multi_worker:
+        if seed is None:  # a fresh seed, the same on every worker
+            shared["seed"] = int(np.random.default_rng().integers(2 ** 31))
+        shared = distributed.chief_json(strategy, shared)
+    resume, counter, seed = shared["resume"], shared["counter"], shared["seed"]
+    if resume:
+        if labels is not None and list(labels) != shared["labels"]:
+            raise TrainingError(f"The run {run_dir} was trained with labels "
+                                f"{shared['labels']}, not {list(labels)}. Use "
+                                f"restore_from='fresh' or another run_name.")
+        labels = shared["labels"]
+
     texts, targets = read_labelled(dataset, text_column, label_column)
     if val_dataset is not None:
         val_texts, val_targets = read_labelled(val_dataset, text_column, label_column)
@@ -173,24 +217,7 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
         train, val = holdout_rows(len(texts), val_fraction, seed)
         train_texts, train_targets = [texts[i] for i in train], [targets[i] for i in train]
         val_texts, val_targets = [texts[i] for i in val], [targets[i] for i in val]
-
-    run_dir = os.path.join(checkpoint_dir, run_name)
-    resume = restore_from == "latest" and latest_checkpoint(run_dir) is not None
-    if resume:
-        clf = load_classifier(sess, run_name, checkpoint_dir)
-        if labels is not None and list(labels) != clf.labels:
-            raise TrainingError(f"The run {run_dir} was trained with labels {clf.labels}, not "
-                                f"{list(labels)}. Use restore_from='fresh' or another run_name.")
-        labels = clf.labels
-        source = run_dir
-        counter = read_counter(run_dir)
-        model, encoder = sess.model, sess.encoder
-    else:
-        labels = _sorted_labels(train_targets + val_targets) if labels is None else list(labels)
-        source = model_folder(model_name=model_name, model_dir=model_dir)
-        model = load_model(source)
-        encoder = get_encoder(source)
-        counter = 0
+    labels = _sorted_labels(train_targets + val_targets) if labels is None else list(labels)
     unknown = sorted({repr(x) for x in train_targets + val_targets if x not in labels})
     if unknown:
         raise DatasetError(f"Label(s) {', '.join(unknown)} are not among the classifier's "
@@ -198,27 +225,39 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
     if len(labels) < 2:
         raise DatasetError(f"A classifier needs at least two labels; the data has only "
                            f"{labels}.")
+
+    # The model and head (a worker other than the chief reads its own base model: every
+    # variable made under a multi-worker strategy takes the chief's value) and optimizer.
+    source = run_dir if chief and resume else model_folder(model_name=model_name,
+                                                           model_dir=model_dir)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = load_model(source, prefix if chief and resume else "latest")
+        if head_value is None:
+            head_value = np.random.default_rng(seed).normal(
+                0, 0.02, (model.hparams.n_embd, len(labels))).astype(np.float32)
+        head = tf.Variable(head_value, name=HEAD)
+        variables = {**model.weights, HEAD: head}
+        opt = make_optimizer(optimizer, variables)
+    encoder = get_encoder(source)
     max_length = min(int(max_length), model.hparams.n_ctx)
     index = {label: i for i, label in enumerate(labels)}
     train_rows = _encode(encoder, train_texts, max_length)
     val_rows = _encode(encoder, val_texts, max_length)
     train_y = np.array([index[x] for x in train_targets], np.int32)
     val_y = np.array([index[x] for x in val_targets], np.int32)
+    distributed.check_agreement(strategy, dict(
+        hparams=model.hparams.to_dict(), labels=labels, steps=steps, batch_size=batch_size,
+        max_length=max_length, optimizer=str(optimizer).lower(), learning_rate=learning_rate,
+        train_rows=[train_rows, train_y.tolist()], validation_rows=[val_rows, val_y.tolist()]))
 
-    if not resume:
-        rng = np.random.default_rng(seed)
-        head = tf.Variable(rng.normal(0, 0.02, (model.hparams.n_embd, len(labels)))
-                           .astype(np.float32), name=HEAD)
-        clf = Classifier(head, labels, max_length, run_name, run_dir)
-        sess.set_model(model, encoder, source, None, run_name)
-    clf.max_length, clf.run_name, clf.run_dir = max_length, run_name, run_dir
+    clf = Classifier(head, labels, max_length, run_name, run_dir)
+    sess.set_model(model, encoder, source, prefix if chief and resume else None, run_name)
     sess.classifier = clf
-    os.makedirs(run_dir, exist_ok=True)
-    _write_labels(run_dir, labels)
+    if chief:
+        os.makedirs(run_dir, exist_ok=True)
+        _write_labels(run_dir, labels)
 
-    variables = {**model.weights, HEAD: clf.head}
-    opt = make_optimizer(optimizer, variables)
-    train_step = _train_step(model, clf.head, opt, list(variables.values()))
+    train_step = _train_step(model, head, opt, list(variables.values()), strategy)
     pad_id = encoder.eot_token
     rng = np.random.default_rng(None if seed is None else seed + 1)
     epochs = []  # row numbers still to visit: one shuffled pass over the rows after another
@@ -241,9 +280,11 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
         return float(-np.mean(np.log(p))), float(np.mean(probs.argmax(-1) == val_y))
 
     def save(step):
+        if not chief:  # the chief saves; the others know its name, for their messages
+            return os.path.join(run_dir, f"model-{step}")
         save_checkpoint(run_dir, model.numpy_weights(), step, hparams=model.hparams,
                         max_checkpoints=max_checkpoints, model_files_from=source,
-                        train_state={HEAD: clf.head.numpy(),
+                        train_state={HEAD: head.numpy(),
                                      MAX_LENGTH: np.array(max_length, np.int32)})
         sess.checkpoint = os.path.join(run_dir, f"model-{step}")
         return sess.checkpoint
@@ -256,33 +297,63 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
 
     def validate(done):
         val_loss, val_acc = evaluate()
-        return {"val_loss": val_loss, "val_acc": val_acc}
+        figures = {"val_loss": val_loss, "val_acc": val_acc}
+        # every worker reports the chief's figures (they differ by rounding at most)
+        return distributed.chief_json(strategy, figures) if multi_worker else figures
 
     run = Run(done=counter, steps=steps, print_every=print_every, save_every=save_every,
               val_every=eval_every, digits=4, origin=counter, validation_carries_loss=True,
-              log_dir=run_dir)
-    run.train(step, save=save, validate=validate,
-              step_scalars=lambda n: {"learning_rate": learning_rate})
+              is_chief=chief, log_dir=run_dir)
+    if strategy is not None:
+        run.log(distributed.describe(strategy))
+    with distributed.worker_errors(strategy, run):
+        ended = run.train(step, save=save, validate=validate,
+                          step_scalars=lambda n: {"learning_rate": learning_rate})
+        if ended != "interrupted":  # (after Ctrl-C the other workers are mid-step)
+            distributed.barrier(strategy)  # no worker leaves before the chief's last save
     # How many padded shapes the step was compiled for (a few length buckets, not one per step).
     clf.train_traces = train_step.experimental_get_tracing_count()
+    if strategy is not None:  # hand the session plain variables, not mirrored ones
+        checkpoint = sess.checkpoint
+        sess.set_model(GPT2(model.hparams, model.numpy_weights()), encoder, source,
+                       checkpoint, run_name)
+        clf.head, clf.logits_fn = tf.Variable(head.numpy(), name=HEAD), None
+        sess.classifier = clf
     history = [{"step": h["step"], "loss": h["loss"], "val_loss": h["val_loss"],
                 "val_accuracy": h["val_acc"]} for h in run.history]
     return {**history[-1], "labels": list(labels), "history": history}
 
 
-def _train_step(model, head, opt, variables):
-    """One compiled step: forward, cross-entropy on the last token's logits, optimizer update.
+def _train_step(model, head, opt, variables, strategy=None):
+    """One compiled step: forward, cross-entropy on the last token's logits, optimizer
+    update. With a ``strategy``, replica ``r`` of ``R`` takes the ``r``-th slice of the
+    batch and the gradients are averaged over the replicas before the update.
 
     Traced once per padded length (a few buckets), never per step."""
 
-    @tf.function
-    def train_step(tokens, lengths, labels, learning_rate):
+    def loss_and_gradients(tokens, lengths, labels):
         with tf.GradientTape() as tape:
             logits = classifier_logits(model, head, tokens, lengths)
             loss = tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
         grads = tape.gradient(loss, variables)
-        opt.apply([tf.convert_to_tensor(g) for g in grads], learning_rate)
+        return loss, [tf.convert_to_tensor(g) for g in grads]
+
+    def replica_step(tokens, lengths, labels):
+        ctx = tf.distribute.get_replica_context()
+        per = tokens.shape[0] // ctx.num_replicas_in_sync
+        at = ctx.replica_id_in_sync_group * per
+        return loss_and_gradients(tokens[at:at + per], lengths[at:at + per],
+                                  labels[at:at + per])
+
+    @tf.function
+    def train_step(tokens, lengths, labels, learning_rate):
+        if strategy is None:
+            loss, grads = loss_and_gradients(tokens, lengths, labels)
+        else:
+            loss, grads = strategy.run(replica_step, args=(tokens, lengths, labels))
+            loss, *grads = distributed.mean_over_replicas(strategy, [loss, *grads])
+        opt.apply(grads, learning_rate)
         return loss
 
     return train_step
@@ -312,6 +383,19 @@ def load_classifier(sess, run_name="classifier", checkpoint_dir="checkpoint", ch
     """
     ensure_eager()
     run_dir = os.path.join(checkpoint_dir, run_name)
+    labels, prefix, head, max_length = _read_run(run_dir, checkpoint)
+    model = load_model(run_dir, prefix)
+    sess.set_model(model, get_encoder(run_dir), run_dir, prefix, run_name)
+    clf = Classifier(tf.Variable(head, name=HEAD), labels, max_length, run_name, run_dir)
+    sess.classifier = clf
+    return clf
+
+
+def _read_run(run_dir, checkpoint):
+    """A classifier run's labels, checkpoint prefix, head (checked against the run's
+    ``hparams.json``) and ``max_length``, with a message saying what to do when one is
+    missing."""
+    run_name = os.path.basename(os.path.normpath(run_dir))
     labels_path = os.path.join(run_dir, LABELS_FILE)
     if not os.path.isfile(labels_path):
         if not os.path.isdir(run_dir):
@@ -328,17 +412,14 @@ def load_classifier(sess, run_name="classifier", checkpoint_dir="checkpoint", ch
         raise ModelNotFoundError(f"The classifier head ({HEAD}) of {prefix} is missing: "
                                  f"train_state-{step_of(prefix)}.index/.data hold it. Train the "
                                  f"classifier again with gpt2.finetune_classifier(sess, ...).")
-    model = load_model(run_dir, prefix)
     head = np.asarray(state[HEAD], np.float32)
-    if head.shape != (model.hparams.n_embd, len(labels)):
+    hparams = load_hparams(run_dir)
+    n_embd = hparams.n_embd
+    if head.shape != (n_embd, len(labels)):
         raise CheckpointError(f"The classifier head in {prefix} has shape {head.shape}, but the "
-                              f"model is {model.hparams.n_embd} wide and {labels_path} lists "
+                              f"model is {n_embd} wide and {labels_path} lists "
                               f"{len(labels)} labels. Train the classifier again.")
-    max_length = int(state.get(MAX_LENGTH, model.hparams.n_ctx))
-    sess.set_model(model, get_encoder(run_dir), run_dir, prefix, run_name)
-    clf = Classifier(tf.Variable(head, name=HEAD), labels, max_length, run_name, run_dir)
-    sess.classifier = clf
-    return clf
+    return labels, prefix, head, int(state.get(MAX_LENGTH, hparams.n_ctx))
 
 
 def classify(sess, texts, run_name=None, checkpoint_dir="checkpoint", batch_size=32):

@@ -303,7 +303,7 @@ def check_agreement(strategy, settings):
                          for n in differ) or "another worker's settings differ from the chief's"
         raise TrainingError(
             f"The workers were started with different settings ({what}). Start every worker "
-            f"with the same finetune arguments, model and dataset.")
+            f"with the same arguments, model and dataset.")
 
 
 def _comparable(value, longest=120):

@@ -28,7 +28,7 @@ import pytest
 
 import helpers
 import gpt2_simple_plus as gpt2
-from gpt2_simple_plus import checkpoints, distributed, loading, training
+from gpt2_simple_plus import checkpoints, classifier, distributed, loading, training
 from gpt2_simple_plus.data import load_dataset
 from gpt2_simple_plus._examples import example_vocab
 from gpt2_simple_plus.encoder import get_encoder
@@ -88,7 +88,7 @@ def free_ports(n):
 class Worker:
     """One worker process; its stdout and stderr go to files in its folder."""
 
-    def __init__(self, folder, index, addresses, kwargs):
+    def __init__(self, folder, index, addresses, kwargs, script=WORKER):
         self.folder, self.index = folder, index
         self.out_path = os.path.join(folder, f"worker{index}.out")
         self.err_path = os.path.join(folder, f"worker{index}.err")
@@ -96,7 +96,7 @@ class Worker:
         env = dict(os.environ, TF_CONFIG=json.dumps(config), TF_CPP_MIN_LOG_LEVEL="3",
                    PYTHONUNBUFFERED="1", PYTHONPATH=helpers.REPO)
         with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(kwargs)],
+            self.proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(kwargs)],
                                          cwd=folder, stdout=out, stderr=err, env=env)
 
     @property
@@ -130,9 +130,9 @@ class Worker:
         return f"--- worker {self.index} stdout:\n{self.out[-1500:]}\n--- stderr:\n{self.err[-3000:]}"
 
 
-def cluster(folders, kwargs):
+def cluster(folders, kwargs, script=WORKER):
     addresses = [f"127.0.0.1:{p}" for p in free_ports(len(folders))]
-    return [Worker(f, i, addresses, kwargs) for i, f in enumerate(folders)]
+    return [Worker(f, i, addresses, kwargs, script) for i, f in enumerate(folders)]
 
 
 def machine(folder, tiny_model_dir):
@@ -349,6 +349,182 @@ def test_lora_workers_with_different_base_models_both_stop_and_say_so(lora_runs)
     assert "lora_base_fingerprint is" in lora_runs["d"][1].err
     assert not os.path.exists(os.path.join(lora_runs["root"], "d0", "checkpoint", "run1",
                                            "model-1.index"))
+
+
+# -- the classifier across workers ----------------------------------------------------
+
+CLASSIFIER_WORKER = textwrap.dedent("""
+    import json, sys
+    import gpt2_simple_plus as gpt2
+    from gpt2_simple_plus import classifier
+
+    make_train_step = classifier._train_step
+
+    def recording(*args, **kwargs):
+        step = make_train_step(*args, **kwargs)
+
+        def run(*inputs):
+            loss = step(*inputs)
+            print("\\nLOSS", repr(float(loss)), file=sys.stderr, flush=True)
+            return loss
+        run.experimental_get_tracing_count = step.experimental_get_tracing_count
+        return run
+
+    classifier._train_step = recording
+    sess = gpt2.start_tf_sess()
+    try:
+        result = gpt2.finetune_classifier(sess, "labelled.csv", strategy="multiworker",
+                                          **json.loads(sys.argv[1]))
+    except gpt2.Gpt2Error as err:
+        print(f"ERROR {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        sys.exit(3)
+    print("RESULT", json.dumps(result), file=sys.stderr, flush=True)
+    print("CLASSIFY", json.dumps(gpt2.classify(sess, ["a red hat", "the hat is blue"])),
+          file=sys.stderr, flush=True)
+""")
+
+LABELLED = "text,label\n" + "".join(f"{t},{c}\n" for t, c in [
+    ("the hat is red", "red"), ("a red hat", "red"), ("red red mat", "red"),
+    ("the hat is blue", "blue"), ("a blue hat", "blue"), ("blue cat mat", "blue")] * 4)
+CLF = dict(model_name="tiny", model_dir="models", batch_size=4, learning_rate=1e-3, seed=0,
+           eval_every=2, print_every=1, val_fraction=0.25)
+
+
+def classifier_machine(folder, tiny_model_dir, data=LABELLED):
+    os.makedirs(folder, exist_ok=True)
+    shutil.copytree(tiny_model_dir, os.path.join(folder, "models", "tiny"))
+    with open(os.path.join(folder, "labelled.csv"), "w") as f:
+        f.write(data)
+    return folder
+
+
+def classifier_here(folder, **kwargs):
+    """A one-process finetune_classifier in ``folder``: (exact losses, result)."""
+    losses = []
+    make_train_step = classifier._train_step
+
+    def recording(*args, **kw):
+        step = make_train_step(*args, **kw)
+
+        def run(*inputs):
+            loss = step(*inputs)
+            losses.append(float(loss))
+            return loss
+        run.experimental_get_tracing_count = step.experimental_get_tracing_count
+        return run
+
+    cwd = os.getcwd()
+    os.chdir(folder)
+    classifier._train_step = recording
+    try:
+        result = gpt2.finetune_classifier(gpt2.start_tf_sess(), "labelled.csv",
+                                          **{**CLF, **kwargs})
+    finally:
+        classifier._train_step = make_train_step
+        os.chdir(cwd)
+    return losses, result
+
+
+def worker_result(worker, key="RESULT"):
+    found = re.findall(rf"^{key} (.*)$", worker.err, re.M)
+    assert found, worker.log()
+    return json.loads(found[-1])
+
+
+@pytest.fixture(scope="module")
+def classifier_runs(tmp_path_factory, tiny_model_dir):
+    """Cluster E: two machines train a classifier, then resume the run only the chief's
+    folder has. Cluster F: the second machine's dataset differs from the chief's."""
+    root = str(tmp_path_factory.mktemp("distributed_classifier"))
+    folder = lambda name, **kw: classifier_machine(os.path.join(root, name),  # noqa: E731
+                                                   tiny_model_dir, **kw)
+    e = e2 = f = []
+    try:
+        e = cluster([folder("e0"), folder("e1")], dict(CLF, steps=3), CLASSIFIER_WORKER)
+        f = cluster([folder("f0"), folder("f1", data=LABELLED.replace("a red hat", "a red cap"))],
+                    dict(CLF, steps=1), CLASSIFIER_WORKER)
+        one = classifier_here(folder("e_one"), steps=3)
+        for w in e + f:
+            w.wait(timeout=240)
+        # the run only the chief's machine holds, continued by both and by one process
+        for name in ("e2_0", "e2_one"):
+            shutil.copytree(os.path.join(root, "e0", "checkpoint"),
+                            os.path.join(folder(name), "checkpoint"))
+        e2 = cluster([os.path.join(root, "e2_0"), folder("e2_1")],
+                     dict(CLF, steps=2, restore_from="latest"), CLASSIFIER_WORKER)
+        one2 = classifier_here(os.path.join(root, "e2_one"), steps=2, restore_from="latest")
+        for w in e2:
+            w.wait(timeout=240)
+    finally:
+        for w in e + e2 + f:
+            w.kill()
+    return dict(root=root, e=e, e2=e2, f=f, one=one, one2=one2)
+
+
+def _classifier_run(root, name):
+    run = os.path.join(root, name, "checkpoint", "classifier")
+    weights = dict(loading.read_checkpoint(run).items())
+    weights["head"] = checkpoints.read_train_state(run, checkpoints.read_counter(run))[
+        "classifier/score"]
+    return run, weights
+
+
+def test_two_workers_train_a_classifier_like_one_process(classifier_runs):
+    runs, root = classifier_runs, classifier_runs["root"]
+    chief, other = runs["e"]
+    assert [w.proc.returncode for w in (chief, other)] == [0, 0], chief.log() + other.log()
+    assert "Training on 2 devices in 2 workers (this is the chief)" in chief.out
+    assert other.out.strip() == "", other.log()  # only the chief prints
+    losses, result = runs["one"]
+    assert len(losses) == 3
+    np.testing.assert_allclose(chief.losses(), losses, rtol=1e-5)
+    np.testing.assert_allclose(other.losses(), losses, rtol=1e-5)
+    for w in (chief, other):  # every worker returns the chief's figures
+        theirs = worker_result(w)
+        assert theirs["step"] == 3 and theirs["labels"] == ["blue", "red"]
+        assert theirs["val_loss"] == pytest.approx(result["val_loss"], rel=1e-5)
+        assert [h["step"] for h in theirs["history"]] == [2, 3]
+    # the session holds the trained classifier, not the mirrored variables
+    assert [c["label"] for c in worker_result(chief, "CLASSIFY")] == \
+        [c["label"] for c in worker_result(other, "CLASSIFY")]
+    run, ours = _classifier_run(root, "e0")
+    _, one = _classifier_run(root, "e_one")
+    base = dict(loading.read_checkpoint(os.path.join(root, "e0", "models", "tiny")).items())
+    assert max(float(np.abs(ours[n] - base[n]).max()) for n in base) > 1e-4
+    assert max(float(np.abs(ours[n] - one[n]).max()) for n in ours) < 1e-5
+    assert checkpoints.read_counter(run) == 3
+    assert sorted(os.listdir(os.path.join(root, "e1"))) == ["labelled.csv", "models",
+                                                            "worker1.err", "worker1.out"]
+
+
+def test_classifier_workers_resume_the_chiefs_run_like_one_process(classifier_runs):
+    runs, root = classifier_runs, classifier_runs["root"]
+    chief, other = runs["e2"]
+    assert [w.proc.returncode for w in (chief, other)] == [0, 0], chief.log() + other.log()
+    # worker 1 had no run: the weights, head, labels and step came from the chief
+    losses, result = runs["one2"]
+    assert len(losses) == 2
+    np.testing.assert_allclose(chief.losses(), losses, rtol=1e-5)
+    np.testing.assert_allclose(other.losses(), losses, rtol=1e-5)
+    assert worker_result(other)["step"] == 5 and result["step"] == 5
+    assert "[4 | " in chief.out and "[5 | " in chief.out
+    _, ours = _classifier_run(root, "e2_0")
+    _, one = _classifier_run(root, "e2_one")
+    assert max(float(np.abs(ours[n] - one[n]).max()) for n in ours) < 1e-5
+    assert sorted(os.listdir(os.path.join(root, "e2_1"))) == ["labelled.csv", "models",
+                                                              "worker1.err", "worker1.out"]
+
+
+def test_classifier_workers_with_different_data_both_stop_and_say_so(classifier_runs):
+    for w in classifier_runs["f"]:
+        assert w.proc.returncode == 3, w.log()
+        message = [line for line in w.err.splitlines() if line.startswith("ERROR ")]
+        assert message and message[0].startswith(
+            "ERROR TrainingError: The workers were started with different settings"), w.log()
+        assert "Traceback" not in w.err
+    assert "train_rows is sha256:" in classifier_runs["f"][1].err
+    assert not os.path.exists(os.path.join(classifier_runs["root"], "f0", "checkpoint",
+                                           "classifier", "model-1.index"))
 
 
 # -- without a cluster --------------------------------------------------------------
