@@ -11,6 +11,7 @@ The workers print each step's exact loss as ``LOSS <float>`` on stderr (the
 workers other than the chief print nothing on stdout).
 """
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -135,37 +136,46 @@ def cluster(folders, kwargs, script=WORKER):
     return [Worker(f, i, addresses, kwargs, script) for i, f in enumerate(folders)]
 
 
-def machine(folder, tiny_model_dir):
-    """A folder as a machine would hold it: models/tiny and data.txt."""
+def machine(folder, tiny_model_dir, name="data.txt", text=TEXT):
+    """A folder as a machine would hold it: models/tiny and the dataset (``name``)."""
     os.makedirs(folder, exist_ok=True)
     shutil.copytree(tiny_model_dir, os.path.join(folder, "models", "tiny"))
-    with open(os.path.join(folder, "data.txt"), "w") as f:
-        f.write(TEXT)
+    with open(os.path.join(folder, name), "w") as f:
+        f.write(text)
     return folder
 
 
-def finetune_here(folder, **kwargs):
-    """A one-process finetune in ``folder``; returns the exact loss of each step."""
+@contextlib.contextmanager
+def in_folder_recording(folder, module, maker):
+    """In ``folder``, with ``module.maker`` (a train-step maker) making steps that append
+    their exact loss to the list this yields."""
     losses = []
-    make_train_step = training.make_train_step
+    make = getattr(module, maker)
 
     def recording(*args, **kw):
-        step = make_train_step(*args, **kw)
+        step = make(*args, **kw)
 
         def run(*inputs):
             loss = step(*inputs)
             losses.append(float(loss))
             return loss
+        run.experimental_get_tracing_count = step.experimental_get_tracing_count
         return run
 
     cwd = os.getcwd()
     os.chdir(folder)
-    training.make_train_step = recording
+    setattr(module, maker, recording)
     try:
-        gpt2.finetune(gpt2.start_tf_sess(), "data.txt", **{**KW, **kwargs})
+        yield losses
     finally:
-        training.make_train_step = make_train_step
+        setattr(module, maker, make)
         os.chdir(cwd)
+
+
+def finetune_here(folder, **kwargs):
+    """A one-process finetune in ``folder``; returns the exact loss of each step."""
+    with in_folder_recording(folder, training, "make_train_step") as losses:
+        gpt2.finetune(gpt2.start_tf_sess(), "data.txt", **{**KW, **kwargs})
     return losses
 
 
@@ -390,38 +400,11 @@ CLF = dict(model_name="tiny", model_dir="models", batch_size=4, learning_rate=1e
            eval_every=2, print_every=1, val_fraction=0.25)
 
 
-def classifier_machine(folder, tiny_model_dir, data=LABELLED):
-    os.makedirs(folder, exist_ok=True)
-    shutil.copytree(tiny_model_dir, os.path.join(folder, "models", "tiny"))
-    with open(os.path.join(folder, "labelled.csv"), "w") as f:
-        f.write(data)
-    return folder
-
-
 def classifier_here(folder, **kwargs):
     """A one-process finetune_classifier in ``folder``: (exact losses, result)."""
-    losses = []
-    make_train_step = classifier._train_step
-
-    def recording(*args, **kw):
-        step = make_train_step(*args, **kw)
-
-        def run(*inputs):
-            loss = step(*inputs)
-            losses.append(float(loss))
-            return loss
-        run.experimental_get_tracing_count = step.experimental_get_tracing_count
-        return run
-
-    cwd = os.getcwd()
-    os.chdir(folder)
-    classifier._train_step = recording
-    try:
+    with in_folder_recording(folder, classifier, "_train_step") as losses:
         result = gpt2.finetune_classifier(gpt2.start_tf_sess(), "labelled.csv",
                                           **{**CLF, **kwargs})
-    finally:
-        classifier._train_step = make_train_step
-        os.chdir(cwd)
     return losses, result
 
 
@@ -436,12 +419,12 @@ def classifier_runs(tmp_path_factory, tiny_model_dir):
     """Cluster E: two machines train a classifier, then resume the run only the chief's
     folder has. Cluster F: the second machine's dataset differs from the chief's."""
     root = str(tmp_path_factory.mktemp("distributed_classifier"))
-    folder = lambda name, **kw: classifier_machine(os.path.join(root, name),  # noqa: E731
-                                                   tiny_model_dir, **kw)
+    folder = lambda name, text=LABELLED: machine(  # noqa: E731
+        os.path.join(root, name), tiny_model_dir, "labelled.csv", text)
     e = e2 = f = []
     try:
         e = cluster([folder("e0"), folder("e1")], dict(CLF, steps=3), CLASSIFIER_WORKER)
-        f = cluster([folder("f0"), folder("f1", data=LABELLED.replace("a red hat", "a red cap"))],
+        f = cluster([folder("f0"), folder("f1", LABELLED.replace("a red hat", "a red cap"))],
                     dict(CLF, steps=1), CLASSIFIER_WORKER)
         one = classifier_here(folder("e_one"), steps=3)
         for w in e + f:
