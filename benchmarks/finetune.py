@@ -24,6 +24,8 @@ import sys
 import tempfile
 import textwrap
 
+from machine import cpu_description, rotated_rounds
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = os.environ.get("GPT2_VOCAB_DIR", os.path.join(REPO, "..", "shared", "gpt2-vocab"))
 LINE = re.compile(r"^\[(\d+) \| ([\d.]+)\] loss=([\d.]+|nan) avg=")
@@ -193,23 +195,21 @@ def main():
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as folder:
         make_workspace(folder)
         best, peaks = {}, {}
-        for round_ in range(args.rounds):
-            shift = round_ % len(names)
-            for n in names[shift:] + names[:shift]:
-                print(f"running {n} (round {round_ + 1}/{args.rounds}) ...", file=sys.stderr,
-                      flush=True)
-                r = run(n, folder, args.warmup + args.steps + 1, args.warmup, args.threads)
-                print(f"  {r['sec_per_step'] and round(r['sec_per_step'], 2)} s/step, "
-                      f"peak {r['peak_mb'] and round(r['peak_mb'])} MB", file=sys.stderr,
-                      flush=True)
-                speed = r["sec_per_step"] or float("inf")
-                if n not in best or speed < (best[n]["sec_per_step"] or float("inf")):
-                    best[n] = r
-                peaks.setdefault(n, []).append(r["peak_mb"] or 0)
+        for round_, n in rotated_rounds(names, args.rounds):
+            print(f"running {n} (round {round_ + 1}/{args.rounds}) ...", file=sys.stderr,
+                  flush=True)
+            r = run(n, folder, args.warmup + args.steps + 1, args.warmup, args.threads)
+            print(f"  {r['sec_per_step'] and round(r['sec_per_step'], 2)} s/step, "
+                  f"peak {r['peak_mb'] and round(r['peak_mb'])} MB", file=sys.stderr,
+                  flush=True)
+            speed = r["sec_per_step"] or float("inf")
+            if n not in best or speed < (best[n]["sec_per_step"] or float("inf")):
+                best[n] = r
+            peaks.setdefault(n, []).append(r["peak_mb"] or 0)
         results = [dict(best[n], peak_mb=max(peaks[n]) or None) for n in names]
 
     base = next((r for r in results if r["name"] == "gpt-2-simple" and r["sec_per_step"]), None)
-    print(f"\n124M, batch 1 x 1024 tokens, Adam, accumulate 1; {os.cpu_count()} CPU cores; "
+    print(f"\n{cpu_description()}\n124M, batch 1 x 1024 tokens, Adam, accumulate 1; "
           f"seconds per step over {args.steps} steps after {args.warmup} warm-up steps"
           f"{f', fastest of {args.rounds} rounds' if args.rounds > 1 else ''}; "
           f"CPU s/step is the process's CPU time (all threads) per step\n")

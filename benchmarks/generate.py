@@ -41,7 +41,7 @@ import tempfile
 import textwrap
 import time
 
-from machine import cpu_description
+from machine import cpu_description, rotated_rounds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -268,18 +268,16 @@ def main(argv=None):
         model_dir = make_checkpoint(tmp)
         names = args.only or list(SCRIPTS)
         results = {}
-        for round_ in range(args.rounds):
-            shift = round_ % len(names)
-            for name in names[shift:] + names[:shift]:
-                print(f"measuring {name} (round {round_ + 1}/{args.rounds}) ...", flush=True)
-                r = measure(name, model_dir, args.runs, args.length)
-                print(f"  {r}", flush=True)
-                old = results.get(name)
-                if old is None or "error" in old:
-                    results[name] = r
-                elif "error" not in r:
-                    results[name] = {"b1": max(old["b1"], r["b1"]), "b8": max(old["b8"], r["b8"]),
-                                     "first": min(old["first"], r["first"])}
+        for round_, name in rotated_rounds(names, args.rounds):
+            print(f"measuring {name} (round {round_ + 1}/{args.rounds}) ...", flush=True)
+            r = measure(name, model_dir, args.runs, args.length)
+            print(f"  {r}", flush=True)
+            old = results.get(name)
+            if old is None or "error" in old:
+                results[name] = r
+            elif "error" not in r:
+                results[name] = {"b1": max(old["b1"], r["b1"]), "b8": max(old["b8"], r["b8"]),
+                                 "first": min(old["first"], r["first"])}
         results = {name: results[name] for name in names}
     print(f"\n{cpu_description()}\n{args.length} new tokens after a {len(PROMPT_IDS)}-token "
           f"prompt, temperature {TEMPERATURE}; best of {args.runs} runs"

@@ -1,5 +1,6 @@
-"""What every benchmark prints first: the CPU it ran on (a figure from one CPU kind does
-not carry to another) and the instruction-set flags that decide which kernels run."""
+"""What every benchmark shares: the CPU it ran on, printed first (a figure from one CPU
+kind does not carry to another) with the instruction-set flags that decide which kernels
+run, and the order in which it runs its systems round after round."""
 
 import os
 import platform
@@ -31,3 +32,17 @@ def cpu_description():
     model, flags = _cpuinfo()
     found = " ".join(f for f in FLAGS if f in flags) or "none of " + ", ".join(FLAGS)
     return f"{model}; {os.cpu_count()} cores; flags: {found}"
+
+
+def rotated_rounds(names, count):
+    """``(round, name)`` for each of ``names`` in each of ``count`` rounds, round ``r``
+    starting at the ``r``-th name: on a machine whose speed drifts, no system always runs
+    first or last, and keeping each one's fastest round evens the drift out.
+
+        >>> list(rotated_rounds(["a", "b"], 2))
+        [(0, 'a'), (0, 'b'), (1, 'b'), (1, 'a')]
+    """
+    for r in range(count):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            yield r, name

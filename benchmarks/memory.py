@@ -31,7 +31,7 @@ import tempfile
 import textwrap
 import time
 
-from machine import cpu_description
+from machine import cpu_description, rotated_rounds
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -272,26 +272,25 @@ def main():
     rounds = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as folder:
         write_data(folder)
-        for i in range(args.rounds):
-            for n in names:
-                size, title, _, _, needs_lora, settings = CONFIGS[n]
-                if needs_lora and not has_lora:
-                    rounds[n].append({"name": n, "size": size, "title": title, "status":
-                                      "not available yet (finetune has no lora_rank)"})
-                    continue
-                make_checkpoint(size)
-                need, have = estimated_bytes(n), available_bytes()
-                if have is not None and need + args.margin * GB > have:
-                    rounds[n].append({"name": n, "size": size, "title": title, "status":
-                                      f"skipped: needs about {need / GB:.0f} GB, "
-                                      f"{have / GB:.0f} GB available"})
-                    continue
-                print(f"running {n} (round {i + 1} of {args.rounds}) ...", file=sys.stderr,
-                      flush=True)
-                r = run(n, folder, args.steps + 1)
-                print(f"  {r['status']}, {r['sec_per_step'] and round(r['sec_per_step'], 2)} "
-                      f"s/step, peak {r['peak_gb']:.2f} GB", file=sys.stderr, flush=True)
-                rounds[n].append(r)
+        for i, n in rotated_rounds(names, args.rounds):
+            size, title, _, _, needs_lora, settings = CONFIGS[n]
+            if needs_lora and not has_lora:
+                rounds[n].append({"name": n, "size": size, "title": title, "status":
+                                  "not available yet (finetune has no lora_rank)"})
+                continue
+            make_checkpoint(size)
+            need, have = estimated_bytes(n), available_bytes()
+            if have is not None and need + args.margin * GB > have:
+                rounds[n].append({"name": n, "size": size, "title": title, "status":
+                                  f"skipped: needs about {need / GB:.0f} GB, "
+                                  f"{have / GB:.0f} GB available"})
+                continue
+            print(f"running {n} (round {i + 1} of {args.rounds}) ...", file=sys.stderr,
+                  flush=True)
+            r = run(n, folder, args.steps + 1)
+            print(f"  {r['status']}, {r['sec_per_step'] and round(r['sec_per_step'], 2)} "
+                  f"s/step, peak {r['peak_gb']:.2f} GB", file=sys.stderr, flush=True)
+            rounds[n].append(r)
     results = [best_of(rounds[n]) for n in names]
 
     print(f"\nCPU: {cpu_description()}; batch 1 x 1024 tokens, "
