@@ -7,6 +7,10 @@ this process makes the one-process runs they must equal:
 * cluster B: each worker in a folder of its own (two machines), resuming a run only
   the chief has (the one-process twin of A's); worker 1 is killed after two steps.
 
+More clusters, each in a module fixture of its own, do the same for LoRA (C, D) and
+for ``finetune_classifier`` (E trains and then resumes; F's second worker has other
+data).
+
 The workers print each step's exact loss as ``LOSS <float>`` on stderr (the
 workers other than the chief print nothing on stdout).
 """
