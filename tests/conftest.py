@@ -1,4 +1,5 @@
 import os
+import signal
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -58,3 +59,20 @@ def tiny_gpt2_vocab_model_dir(tmp_path_factory, gpt2_vocab_dir):
     folder = tmp_path_factory.mktemp("tinyreal") / "models" / "tiny"
     helpers.make_model_dir(str(folder), vocab_dir=gpt2_vocab_dir)
     return str(folder)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    """A pytest-xdist worker whose tests are done ignores SIGINT from then on.
+
+    At unconfigure, pytest's unraisable-exception plugin runs ``gc.collect()`` five
+    times; with TensorFlow and the session's models on a worker's heap that took 5.4
+    to 6.6 s here. execnet sends a worker still busy 5 s after the controller closed
+    it a SIGINT (``_terminate_execution``, which then waits 10 s more), and the
+    KeyboardInterrupt landed inside a gc callback: a ``PytestUnraisableExceptionWarning``
+    printed after the summary. Ignored, the SIGINT changes nothing and the worker ends
+    on its own. (``gc.freeze()`` would make those passes quick, but hides referrers
+    from ``gc.get_referrers``, which hypothesis's ``register_random`` then warns about.)
+    Ctrl-C still stops the suite: the controller gets it and ends the workers."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
