@@ -185,10 +185,7 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
     strategy = distributed.make_strategy(strategy)
     chief = distributed.is_chief(strategy)
     multi_worker = distributed.worker_count(strategy) > 1
-    replicas = strategy.num_replicas_in_sync if strategy else 1
-    if batch_size % replicas:
-        raise TrainingError(f"batch_size={batch_size} cannot be split evenly over {replicas} "
-                            f"devices: use a multiple of {replicas}.")
+    distributed.check_batch_split(strategy, batch_size)
 
     # Only the chief reads the run it continues; the others learn from the chief that it
     # does, with which labels, step and seed (every worker must split and draw alike).
@@ -340,11 +337,7 @@ def _train_step(model, head, opt, variables, strategy=None):
         return loss, [tf.convert_to_tensor(g) for g in grads]
 
     def replica_step(tokens, lengths, labels):
-        ctx = tf.distribute.get_replica_context()
-        per = tokens.shape[0] // ctx.num_replicas_in_sync
-        at = ctx.replica_id_in_sync_group * per
-        return loss_and_gradients(tokens[at:at + per], lengths[at:at + per],
-                                  labels[at:at + per])
+        return loss_and_gradients(*map(distributed.replica_share, (tokens, lengths, labels)))
 
     @tf.function
     def train_step(tokens, lengths, labels, learning_rate):

@@ -217,6 +217,27 @@ def describe(strategy):
 PACK_BYTES = 32 << 20
 
 
+def check_batch_split(strategy, batch_size):
+    """Raise :class:`TrainingError` unless ``batch_size`` (the batch of all replicas
+    together) splits evenly over ``strategy``'s replicas (any size without one).
+
+        >>> check_batch_split(None, 3)
+    """
+    replicas = strategy.num_replicas_in_sync if strategy else 1
+    if batch_size % replicas:
+        raise TrainingError(f"batch_size={batch_size} cannot be split evenly over "
+                            f"{replicas} devices: use a multiple of {replicas}.")
+
+
+def replica_share(tensor, axis=0):
+    """This replica's equal share of ``tensor`` along ``axis`` (call it inside
+    ``strategy.run``): replica ``r`` of ``R`` gets the ``r``-th of ``R`` slices."""
+    ctx = tf.distribute.get_replica_context()
+    per = tensor.shape[axis] // ctx.num_replicas_in_sync
+    start = ctx.replica_id_in_sync_group * per
+    return tensor[(slice(None),) * axis + (slice(start, start + per),)]
+
+
 def mean_over_replicas(strategy, values):
     """The mean over every replica of each per-replica tensor in ``values`` (what
     ``strategy.run`` returned), as plain tensors, exchanged in packs of

@@ -241,10 +241,7 @@ def finetune(sess, dataset, steps=-1, model_name="124M", model_dir="models", com
             run.log("\taccumulate_gradients = 1\n")
         if strategy is not None:
             run.log(distributed.describe(strategy))
-        replicas = strategy.num_replicas_in_sync if strategy else 1
-        if batch_size % replicas:
-            raise TrainingError(f"batch_size={batch_size} cannot be split evenly over "
-                                f"{replicas} devices: use a multiple of {replicas}.")
+        distributed.check_batch_split(strategy, batch_size)
         if jit_compile is None:
             jit_compile = strategy is None and default_jit_compile(precision)
 
@@ -496,11 +493,8 @@ def make_train_step(model, opt, *, strategy=None, scaler=None, recompute=False,
                                        parallel_iterations=1)
         return loss / n, [g / n for g in grads]
 
-    def replica_step(tokens):
-        ctx = tf.distribute.get_replica_context()
-        per = tokens.shape[1] // ctx.num_replicas_in_sync
-        start = ctx.replica_id_in_sync_group * per
-        return accumulated(tokens[:, start:start + per])
+    def replica_step(tokens):  # the micro-batches' rows are split, axis 1
+        return accumulated(distributed.replica_share(tokens, axis=1))
 
     def step(tokens, learning_rate):
         trace_counts["train_step"] += 1  # runs only while tracing
