@@ -225,10 +225,10 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
 
     # The model and head (a worker other than the chief reads its own base model: every
     # variable made under a multi-worker strategy takes the chief's value) and optimizer.
-    source = run_dir if chief and resume else model_folder(model_name=model_name,
-                                                           model_dir=model_dir)
+    # prefix: the checkpoint the chief continues (None on the other workers and when fresh)
+    source = run_dir if prefix else model_folder(model_name=model_name, model_dir=model_dir)
     with strategy.scope() if strategy else contextlib.nullcontext():
-        model = load_model(source, prefix if chief and resume else "latest")
+        model = load_model(source, prefix or "latest")
         if head_value is None:
             head_value = np.random.default_rng(seed).normal(
                 0, 0.02, (model.hparams.n_embd, len(labels))).astype(np.float32)
@@ -248,7 +248,7 @@ def finetune_classifier(sess, dataset, text_column="text", label_column="label",
         train_rows=[train_rows, train_y.tolist()], validation_rows=[val_rows, val_y.tolist()]))
 
     clf = Classifier(head, labels, max_length, run_name, run_dir)
-    sess.set_model(model, encoder, source, prefix if chief and resume else None, run_name)
+    sess.set_model(model, encoder, source, prefix, run_name)
     sess.classifier = clf
     if chief:
         os.makedirs(run_dir, exist_ok=True)
