@@ -219,7 +219,7 @@ class Decoder:
             cache_len = min(round_up(prompt_len + room, CACHE_BUCKET), n_ctx)
             span = cache_len - prompt_len  # tokens this window can hold
             prompt, pad = pad_left(context, prompt_len)
-            cache, logits = self.prefill_fn(batch, prompt_len, cache_len)(prompt, pad)
+            cache, logits = self._prefill_window(context, prompt, pad, cache_len)
             seen = self._seen(config, histories, logits)
             out_len = min(chunk or span, span)
             loop = self.loop_fn(batch, cache_len, out_len, config, tuple(stops.shape))
@@ -252,6 +252,18 @@ class Decoder:
                 pos += n
                 step += n
                 yield piece
+
+    def _prefill_window(self, context, prompt, pad, cache_len):
+        """The cache and next-token logits after a window's padded ``prompt``. Rows
+        that all hold the same context (``nsamples`` texts from one prefix) are read
+        once, as one row, and the cache is tiled: the prompt's pass costs what one
+        row's does, at any batch size."""
+        batch, prompt_len = prompt.shape
+        tile = getattr(self.model, "tile_cache", None)
+        if batch == 1 or tile is None or any(c != context[0] for c in context[1:]):
+            return self.prefill_fn(batch, prompt_len, cache_len)(prompt, pad)
+        cache, logits = self.prefill_fn(1, prompt_len, cache_len)(prompt[:1], pad[:1])
+        return tile(cache, batch), tf.tile(logits, [batch, 1])
 
     def _row_matrices(self, batch, tokens):
         """The weight matrices the loop reads for a call of ``tokens`` at ``batch``

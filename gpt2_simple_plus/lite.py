@@ -153,6 +153,7 @@ class LiteModel:
         self._new = [outputs[f"output_{i + 1}"] for i in range(n)]
         self._shape = None  # (batch, length) the interpreter is allocated for
         self._window = 0
+        self._prompt = None  # the window's prompt keys and values, until its first step
         self._lock = threading.Lock()
         self.raised = None  # the error a step raised inside the loop
 
@@ -161,6 +162,9 @@ class LiteModel:
 
     def logits(self, h):
         return h  # forward already returns the logits
+
+    def tile_cache(self, cache, batch_size):
+        return cache  # the first step stores the prompt for as many rows as it has
 
     def forward(self, tokens, *, cache, pos=0, pad=None, **_):
         """The logits ``[batch, 1, n_vocab]`` after ``tokens`` and the cache tensor: a
@@ -202,11 +206,10 @@ class LiteModel:
         self._shape = (batch, length)
 
     def _store_prompt(self, length, *kv):
+        # kept until the window's first step, whose rows say the batch (a prompt that
+        # every row shares arrives as one row: see tile_cache)
         with self._lock:
-            self._allocate(kv[0].shape[0], int(length))
-            n = kv[0].shape[2]
-            for index, value in zip(self._past, kv):
-                self._interpreter.tensor(index)()[:, :, :n] = value
+            self._prompt = int(length), kv
             self._window += 1
             return np.int32(self._window)
 
@@ -219,10 +222,16 @@ class LiteModel:
                     "at a time.")
                 raise self.raised
             it = self._interpreter
+            if self._prompt is not None:
+                (length, kv), self._prompt = self._prompt, None
+                self._allocate(tokens.shape[0], length)
+                n = kv[0].shape[2]
+                for index, value in zip(self._past, kv):  # one row broadcasts to all
+                    it.tensor(index)()[:, :, :n] = value
             it.set_tensor(self._tokens, tokens)
             it.set_tensor(self._pos, np.asarray(pos, np.int32))
             it.set_tensor(self._pad, pad)
             it.invoke()
             for index, new in zip(self._past, self._new):
-                it.tensor(index)()[:, :, pos:pos + 1] = it.get_tensor(new)
+                it.tensor(index)()[:, :, pos:pos + 1] = it.tensor(new)()
             return it.get_tensor(self._logits)

@@ -425,6 +425,20 @@ class GPT2(tf.Module):
         shape, dtype = [batch_size * hp.n_head, length, hp.head_size], dtype or self.compute_dtype
         return [KVCache(tf.zeros(shape, dtype), tf.zeros(shape, dtype)) for _ in range(hp.n_layer)]
 
+    def tile_cache(self, cache, batch_size):
+        """A one-row cache (:meth:`empty_cache`, filled by :meth:`forward`) repeated for
+        ``batch_size`` rows: the decode loop reads a prompt that every row shares once.
+
+            >>> from gpt2_simple_plus.hparams import hparams_for
+            >>> model = GPT2(hparams_for("tiny", n_vocab=50))
+            >>> tiled = model.tile_cache(model.empty_cache(1, 8), 3)
+            >>> tiled[0].keys.shape == model.empty_cache(3, 8)[0].keys.shape
+            True
+        """
+        # batch and heads are folded batch-major, so whole one-row buffers repeat
+        return [KVCache(tf.tile(c.keys, [batch_size, 1, 1]), tf.tile(c.values, [batch_size, 1, 1]))
+                for c in cache]
+
     def matrices(self, transposed=False):
         """Each layer's weight matrix, for the decode loop at batch 1 (see :func:`conv1d`):
         ``[nx, nf]`` views that share the variables' memory (an eager reshape copies

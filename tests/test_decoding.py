@@ -372,6 +372,25 @@ def test_a_decoder_at_batch_1_reads_the_weights_as_they_are_now():
     assert after != before
 
 
+def test_rows_that_share_a_prompt_read_it_once_and_generate_what_separate_reads_do(
+        monkeypatch):
+    """``nsamples`` texts from one prefix: the prompt's pass runs on one row and its
+    cache is tiled (the pass costs one row's whatever the batch), and every token
+    drawn is the one the rows read apart would have drawn."""
+    model = GPT2(hparams_for("tiny", n_vocab=50), seed=1)
+    shared = Decoder(model, jit_compile=False)
+    rows = shared.generate([[3, 4, 5]] * 3, 20, WARM, seed=4)
+    assert [key[0] for key in shared._prefill] == [1]  # read as one row
+    assert len(set(map(tuple, rows))) == 3  # three draws, not one copied
+    monkeypatch.setattr(GPT2, "tile_cache", None)  # a model that cannot tile: rows apart
+    apart = Decoder(model, jit_compile=False)
+    assert apart.generate([[3, 4, 5]] * 3, 20, WARM, seed=4) == rows
+    assert [key[0] for key in apart._prefill] == [3]
+    different = Decoder(GPT2(hparams_for("tiny", n_vocab=50), seed=1), jit_compile=False)
+    different.generate([[3, 4, 5], [3, 4, 6], [3, 4, 5]], 5, WARM)
+    assert [key[0] for key in different._prefill] == [3]  # rows differ: read apart
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_each_step_writes_the_cache_in_place_and_copies_none_of_it(batch):
     """Inside the compiled loop the only cache-sized results are the in-place writes

@@ -107,13 +107,15 @@ def float_steps(decisive_dir):
 @pytest.mark.parametrize("options", [
     {"prefix": "the cat", "length": 40},
     {"prefix": ["a", "the dog ran"], "nsamples": 3, "batch_size": 2},  # padding, a short batch
+    {"prefix": "the dog", "nsamples": 3, "batch_size": 3, "temperature": 0.9, "seed": 3},
     {"prefix": "on the", "stop": "e"},
     {"prefix": "on the", "truncate": "t", "include_prefix": False},
     {"prefix": "the", "repetition_penalty": 1.5},
     {"prefix": "the", "length": 150},  # longer than the context (64): the window slides
     {"prefix": "the", "top_k": 3, "temperature": 0.9, "seed": 1},
     {"prefix": "the", "top_p": 0.9, "temperature": 0.9, "seed": 2},
-], ids=["greedy", "batches", "stop", "truncate", "penalty", "sliding", "top_k", "top_p"])
+], ids=["greedy", "batches", "shared", "stop", "truncate", "penalty", "sliding", "top_k",
+        "top_p"])
 def test_the_litert_step_generates_what_float32_does(full, float_steps, options):
     assert texts(float_steps, **options) == texts(full, **options)
 
