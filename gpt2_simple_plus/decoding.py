@@ -58,7 +58,8 @@ def _named(fn):
     return fn
 
 
-def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on_trace=None):
+def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on_trace=None,
+                compile_choice=False):
     """The decode loop: a function that samples up to ``out_len`` tokens after a
     prefilled cache, each step drawing a token with :func:`~gpt2_simple_plus.sampling.next_token`
     and running the model on it. :class:`Decoder` compiles it; the SavedModel of
@@ -71,6 +72,12 @@ def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on
     taken). Step ``i`` draws with seed ``seed + [0, step0 + i]``; ``stops`` are the
     stop sequences (see :func:`_stop_tensor`), and a row is ``done`` once one ended.
     ``top_k`` is read only by a ``runtime`` rule; a fixed rule has its own.
+
+    ``compile_choice=True`` compiles each step's choice of token (sampling and its
+    bookkeeping) with XLA on its own, for a loop that is not compiled whole because
+    its model runs Python (:class:`~gpt2_simple_plus.lite.LiteModel`): one kernel
+    launch per step instead of some forty TensorFlow ops, each dispatched to threads
+    that the model's own runtime has just been using.
     """
     penalize = config.repetition_penalty != 1.0
     n_stop, stop_width = stop_shape
@@ -92,7 +99,8 @@ def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on
                 go = tf.logical_and(go, tf.logical_not(tf.reduce_all(done)))
             return go
 
-        def body(i, cache, logits, out, done, seen):
+        def choose(i, logits, out, done, seen):
+            """Step ``i``'s token, recorded in ``out``, ``done`` and ``seen``."""
             token = next_token(logits, config, seed=seed + tf.stack([0, step0 + i]),
                                temperature=temperature, top_k=top_k, top_p=top_p,
                                penalty=penalty, seen=seen)
@@ -104,6 +112,13 @@ def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on
             if penalize:
                 seen = tf.logical_or(seen, tf.one_hot(token, tf.shape(seen)[1], on_value=True,
                                                       off_value=False))
+            return token, out, done, seen
+
+        if compile_choice:
+            choose = tf.function(choose, jit_compile=True, autograph=False)
+
+        def body(i, cache, logits, out, done, seen):
+            token, out, done, seen = choose(i, logits, out, done, seen)
             # test models need not take portable= or weights=
             extra = dict(portable_arg, **({"weights": matrices} if matrices else {}))
             h, cache = model.forward(token[:, None], cache=cache, pos=pos + i, pad=pad, **extra)
@@ -129,11 +144,14 @@ def batch_seed(seed, index):
 
 
 class Decoder:
-    """Compiled generation for one model. ``jit_compile`` selects XLA (faster on CPU here)."""
+    """Compiled generation for one model. ``jit_compile`` selects XLA (faster on CPU here);
+    ``compile_choice``, for a model that runs Python, compiles just the choice of token
+    (see :func:`decode_loop`)."""
 
-    def __init__(self, model, *, jit_compile=True):
+    def __init__(self, model, *, jit_compile=True, compile_choice=False):
         self.model = model
         self.jit_compile = jit_compile
+        self.compile_choice = compile_choice and not jit_compile  # see decode_loop
         self._prefill = {}
         self._loops = {}
         self.traces = 0  # how many times a function was traced (tests check it stays flat)
@@ -160,7 +178,8 @@ class Decoder:
         if key not in self._loops:
             self._loops[key] = tf.function(
                 _named(decode_loop(self.model, out_len, config, stop_shape,
-                                   on_trace=self._count_trace)),
+                                   on_trace=self._count_trace,
+                                   compile_choice=self.compile_choice)),
                 jit_compile=self.jit_compile, autograph=False)
         return self._loops[key]
 

@@ -108,7 +108,9 @@ def load_gpt2(sess, checkpoint="latest", run_name="run1", checkpoint_dir="checkp
     if on_lite:
         engine = lite.LiteModel(model, lite.cached_step(model, prefix,
                                                         quantize=quantize is not None))
-        model._decoder = Decoder(engine, jit_compile=False)  # what generate() will use
+        # what generate() will use: the step runs Python, so only the choice of token
+        # is compiled
+        model._decoder = Decoder(engine, jit_compile=False, compile_choice=True)
     sess.set_model(model, get_encoder(folder), folder, prefix, None if model_name else run_name)
 
 

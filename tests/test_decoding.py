@@ -372,6 +372,24 @@ def test_a_decoder_at_batch_1_reads_the_weights_as_they_are_now():
     assert after != before
 
 
+@pytest.mark.parametrize("config", [WARM, SamplingConfig(temperature=1.0, top_k=5,
+                                                          repetition_penalty=1.3)])
+def test_a_loop_around_python_compiles_the_choice_alone_and_draws_the_same_tokens(config):
+    """``compile_choice`` (the LiteRT modes' loop, whose step runs Python): the choice
+    of token is one XLA function inside the loop, and every token, stop included, is
+    the one the uncompiled loop draws."""
+    model = GPT2(hparams_for("tiny", n_vocab=50), seed=1)
+    run = dict(seed=3, stop_sequences=[[7, 8]])
+    plain = Decoder(model, jit_compile=False).generate([[3, 4], [5]], 30, config, **run)
+    chooser = Decoder(model, jit_compile=False, compile_choice=True)
+    assert chooser.generate([[3, 4], [5]], 30, config, **run) == plain
+    (loop,) = chooser._loops.values()
+    (traced,) = loop._list_all_concrete_functions()
+    compiled = [f.signature.name for f in traced.graph.as_graph_def().library.function
+                if f.attr["_XlaMustCompile"].b]
+    assert len(compiled) == 1 and "choose" in compiled[0], compiled
+
+
 def test_rows_that_share_a_prompt_read_it_once_and_generate_what_separate_reads_do(
         monkeypatch):
     """``nsamples`` texts from one prefix: the prompt's pass runs on one row and its

@@ -101,6 +101,7 @@ def float_steps(decisive_dir):
     machinery as int8 without the rounding, so its text must equal float32's."""
     sess = load(decisive_dir, runtime="litert")
     assert isinstance(decoder_for(sess.model).model, lite.LiteModel)
+    assert decoder_for(sess.model).compile_choice  # the step runs Python: the choice is XLA's
     return sess
 
 
