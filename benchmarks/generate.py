@@ -6,6 +6,7 @@ keras-hub (TensorFlow, XLA), in one run on the same random 124M checkpoint.
     python benchmarks/generate.py --only gpt2_simple_plus --runs 2
     python benchmarks/generate.py --rounds 2   # each system twice, rotated, best kept
     python benchmarks/generate.py --length 1000 --only gpt2_simple_plus --only CTranslate2
+    python benchmarks/generate.py --prompt_repeat 256 --only gpt2_simple_plus --only CTranslate2
 
 The header names the CPU and the flags that decide which kernels run
 (avx512f, avx512_bf16, amx_bf16, amx_int8): a figure from one CPU kind does
@@ -17,7 +18,8 @@ int8, transformers bfloat16).
 
 Each system runs in its own subprocess (gpt-2-simple switches TensorFlow to
 graph mode for the whole process) and reports tokens/s at batch 1 and batch 8
-for 128 new tokens (``--length``) after a 2-token prompt ("Hello world"), sampling at
+for 128 new tokens (``--length``) after a 2-token prompt ("Hello world";
+``--prompt_repeat`` makes it longer), sampling at
 temperature 0.7 with no top-k/top-p (gpt-2-simple's defaults), best of
 ``--runs`` after a warm-up call; plus the time from process start to the first
 generated text (imports, loading, compiling, generating the tokens). One-off
@@ -47,12 +49,24 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 VOCAB_DIR = os.environ.get("GPT2_VOCAB_DIR", os.path.join(REPO, "..", "shared", "gpt2-vocab"))
 PROMPT, PROMPT_IDS, NEW_TOKENS, TEMPERATURE = "Hello world", [15496, 995], 128, 0.7
+# " Hello world" once more per --prompt_repeat: " Hello" is 18435 in GPT-2's vocabulary
+MORE, MORE_IDS = " Hello world", [18435, 995]
+
+
+def prompt(repeat=1):
+    """The prompt and its GPT-2 ids: "Hello world", ``repeat`` times over.
+
+        >>> prompt(2)
+        ('Hello world Hello world', [15496, 995, 18435, 995])
+    """
+    return PROMPT + MORE * (repeat - 1), PROMPT_IDS + MORE_IDS * (repeat - 1)
+
 
 # Each script prints "FIRST" when its first text exists, then one JSON line of results.
 COMMON = textwrap.dedent("""
     import json, os, sys, time
     MODEL_DIR, RUNS, N = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    PROMPT, PROMPT_IDS, T = {prompt!r}, {ids!r}, {t}
+    (PROMPT, PROMPT_IDS), T = json.loads(sys.argv[4]), {t}
     def best(fn, batch):
         fn(batch)  # warm-up: compiles this batch's shapes
         times = []
@@ -61,7 +75,7 @@ COMMON = textwrap.dedent("""
         return batch * N / min(times)
     def report(fn):
         print(json.dumps({{"b1": best(fn, 1), "b8": best(fn, 8)}}), flush=True)
-""").format(prompt=PROMPT, ids=PROMPT_IDS, t=TEMPERATURE)
+""").format(t=TEMPERATURE)
 
 PLUS = """
     import gpt2_simple_plus as gpt2
@@ -137,7 +151,9 @@ CTRANSLATE2 = HF_LOAD + """
     start = time.perf_counter()
     generator = ctranslate2.Generator(ct2_dir, device="cpu", compute_type="COMPUTE_TYPE",
                                       intra_threads=os.cpu_count())
-    tokens = ["Hello", "Ġworld"]
+    with open(os.path.join(MODEL_DIR, "124M", "encoder.json")) as f:
+        spelled = {i: token for token, i in json.load(f).items()}
+    tokens = [spelled[i] for i in PROMPT_IDS]
     def run(batch):
         out = generator.generate_batch([tokens] * batch, max_length=N, min_length=N,
                                        sampling_temperature=T, sampling_topk=0,
@@ -225,12 +241,13 @@ def make_checkpoint(root):
     return root
 
 
-def measure(name, model_dir, runs, length=NEW_TOKENS):
+def measure(name, model_dir, runs, length=NEW_TOKENS, repeat=1):
     """Run one system's script; returns its results plus seconds to first text."""
     code = COMMON + textwrap.dedent(SCRIPTS[name])
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TOKENIZERS_PARALLELISM="false")
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, model_dir, str(runs), str(length)],
+    proc = subprocess.Popen([sys.executable, "-c", code, model_dir, str(runs), str(length),
+                             json.dumps(prompt(repeat))],
                             cwd=model_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     first, result = None, None
@@ -255,6 +272,10 @@ def main(argv=None):
                         help="new tokens per generation (default %(default)s); a long one "
                              "(e.g. 1000, near gpt-2-simple's default of 1023) is where "
                              "attention over the key/value cache weighs")
+    parser.add_argument("--prompt_repeat", type=int, default=1,
+                        help="the prompt is \"Hello world\" this many times over (default "
+                             "%(default)s: 2 tokens; 256 is a 512-token prefix, where reading "
+                             "the prompt weighs)")
     parser.add_argument("--only", action="append", choices=sorted(SCRIPTS),
                         help="measure only this system (repeatable)")
     parser.add_argument("--rounds", type=int, default=1,
@@ -270,7 +291,7 @@ def main(argv=None):
         results = {}
         for round_, name in rotated_rounds(names, args.rounds):
             print(f"measuring {name} (round {round_ + 1}/{args.rounds}) ...", flush=True)
-            r = measure(name, model_dir, args.runs, args.length)
+            r = measure(name, model_dir, args.runs, args.length, args.prompt_repeat)
             print(f"  {r}", flush=True)
             old = results.get(name)
             if old is None or "error" in old:
@@ -279,7 +300,8 @@ def main(argv=None):
                 results[name] = {"b1": max(old["b1"], r["b1"]), "b8": max(old["b8"], r["b8"]),
                                  "first": min(old["first"], r["first"])}
         results = {name: results[name] for name in names}
-    print(f"\n{cpu_description()}\n{args.length} new tokens after a {len(PROMPT_IDS)}-token "
+    prompt_len = len(prompt(args.prompt_repeat)[1])
+    print(f"\n{cpu_description()}\n{args.length} new tokens after a {prompt_len}-token "
           f"prompt, temperature {TEMPERATURE}; best of {args.runs} runs"
           f"{f' in each of {args.rounds} rounds' if args.rounds > 1 else ''}\n")
     print(f"{'system':28} {'batch 1 tok/s':>14} {'batch 8 tok/s':>14} {'first text s':>13}")

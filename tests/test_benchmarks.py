@@ -49,3 +49,20 @@ def test_the_shared_helpers_examples_run():
     assert result.attempted > 0 and result.failed == 0
     model, _ = machine._cpuinfo()
     assert model and model in machine.cpu_description()
+
+
+def test_the_generation_prompt_is_what_gpt2_encodes(gpt2_vocab_dir, monkeypatch):
+    """Every peer reads the prompt as token ids from ``benchmarks/generate.py``; they must be
+    GPT-2's encoding of the text our package reads, however often it is repeated."""
+    from gpt2_simple_plus.encoder import get_encoder
+
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    spec = importlib.util.spec_from_file_location("generate", os.path.join(BENCHMARKS,
+                                                                           "generate.py"))
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    assert doctest.testmod(generate).failed == 0
+    encoder = get_encoder(gpt2_vocab_dir)
+    for repeat in (1, 2, 5):
+        text, ids = generate.prompt(repeat)
+        assert encoder.encode(text) == ids
