@@ -207,7 +207,8 @@ class LiteModel:
 
     def _store_prompt(self, length, *kv):
         # kept until the window's first step, whose rows say the batch (a prompt that
-        # every row shares arrives as one row: see tile_cache)
+        # every row shares arrives as one row: see tile_cache); numpy_function's arrays
+        # hold their tensors' buffers, so keeping them copies nothing and is safe
         with self._lock:
             self._prompt = int(length), kv
             self._window += 1

@@ -427,7 +427,8 @@ class GPT2(tf.Module):
 
     def tile_cache(self, cache, batch_size):
         """A one-row cache (:meth:`empty_cache`, filled by :meth:`forward`) repeated for
-        ``batch_size`` rows: the decode loop reads a prompt that every row shares once.
+        ``batch_size`` rows, so that a prompt every row shares is read once (the decode
+        loop's ``Decoder._prefill_window``).
 
             >>> from gpt2_simple_plus.hparams import hparams_for
             >>> model = GPT2(hparams_for("tiny", n_vocab=50))
