@@ -36,7 +36,7 @@ CACHE_BUCKET = 32
 # At batch 1 the loop reads transposed copies of the weight matrices (GPT2.matrices): a
 # token then takes about a tenth less time under XLA on the CPU, and making them costs
 # about two tokens' time, so they are made (once per call) for a call of at least this
-# many tokens, when the memory available holds them twice over (README performance section).
+# many tokens, when the memory available holds them twice over (benchmarks/README.md).
 ROWS_MIN_TOKENS = 32
 
 

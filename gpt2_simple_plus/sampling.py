@@ -170,7 +170,7 @@ def next_token(logits, config, *, seed, temperature=None, top_p=None, penalty=No
 def uniform(shape, seed):
     """Counter-based uniform numbers in (0, 1): a 32-bit integer hash of
     (index, seed). It is a few integer operations per number, where XLA's own
-    stateless RNG is many times slower on CPU (README, "Performance"); it is
+    stateless RNG took many times longer on the CPU when this was written; it is
     deterministic across processes and plenty random for sampling.
 
         >>> import tensorflow as tf
