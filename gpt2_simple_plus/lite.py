@@ -49,8 +49,9 @@ import numpy as np
 import tensorflow as tf
 
 from .checkpoints import data_files
-from .errors import GenerationError, MissingDependencyError
+from .errors import GenerationError, MissingDependencyError, OutOfMemoryError
 from .files import write_bytes_atomic
+from .memory import gigabytes, host_memory
 from .model import Past
 
 QUANTIZE_MODES = ("int8",)
@@ -58,6 +59,10 @@ QUANTIZE_MODES = ("int8",)
 RUNTIMES = ("tensorflow", "litert")
 # The converted step, beside its checkpoint; the number changes whenever the step does.
 SUFFIXES = {"int8": ".int8-v1.tflite", "float32": ".float32-v1.tflite"}
+# The converter holds several copies of the weights at once (the frozen graph, its MLIR
+# module, the flatbuffer): on top of the loaded model, a conversion took up to this many
+# times the float32 weights' bytes (benchmarks/README.md).
+CONVERSION_COPIES = 6
 
 
 def _interpreter_class():
@@ -111,6 +116,7 @@ def cached_step(model, prefix, *, quantize=True):
     newest = max((os.path.getmtime(p) for p in sources), default=0)
     if os.path.exists(path) and os.path.getmtime(path) >= newest:
         return path
+    check_conversion_memory(model, kind, path)
     print(f"Converting {os.path.basename(prefix)} for LiteRT with {kind} weights "
           f"(once; kept in {path})")
     blob = convert_step(model, quantize=quantize)
@@ -119,6 +125,38 @@ def cached_step(model, prefix, *, quantize=True):
     except OSError:
         return blob
     return path
+
+
+def check_conversion_memory(model, kind, path, *, available=None, where="this machine has"):
+    """Raises :class:`~gpt2_simple_plus.errors.OutOfMemoryError` before a conversion
+    that would not fit in the memory available now (:data:`CONVERSION_COPIES` times
+    the float32 weights), rather than let the system stop the process halfway.
+
+        >>> from gpt2_simple_plus.hparams import hparams_for
+        >>> from gpt2_simple_plus.memory import GB
+        >>> from gpt2_simple_plus.model import GPT2
+        >>> model = GPT2(hparams_for("tiny", n_vocab=100), seed=0)
+        >>> check_conversion_memory(model, "int8", "model.int8-v1.tflite", available=GB)
+        >>> check_conversion_memory(model, "int8", "model.int8-v1.tflite", available=10_000)
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        gpt2_simple_plus.errors.OutOfMemoryError: Converting this model for LiteRT with int8 ...
+    """
+    weights = sum(int(np.prod(v.shape)) * 4 for v in model.weights.values())
+    need = CONVERSION_COPIES * weights
+    if available is None:
+        available, where = host_memory()
+    if available is None or need <= available:
+        return
+    setting = "quantize='int8'" if kind == "int8" else "runtime='litert'"
+    raise OutOfMemoryError(
+        f"Converting this model for LiteRT with {kind} weights needs about "
+        f"{gigabytes(need)} of memory for a few minutes; {where} {gigabytes(available)} "
+        f"available. Load it with {setting} once on a machine with more memory and copy "
+        f"the file it keeps, {os.path.basename(path)}, beside this checkpoint (later "
+        f"loads read that file and convert nothing), or load without {setting} to "
+        f"generate on TensorFlow.")
 
 
 class LiteModel:

@@ -382,6 +382,18 @@ def available_memory():
     if tf.config.list_physical_devices("GPU"):
         total = _gpu_total_bytes()
         return (total, "this GPU has") if total else (None, "this GPU's memory is unknown")
+    return host_memory()
+
+
+def host_memory():
+    """``(bytes, where)`` of this machine's RAM available now, whatever device training
+    runs on: ``/proc/meminfo``'s ``MemAvailable``, or a container's limit if lower.
+    ``(None, where)`` when it cannot be told.
+
+        >>> n, where = host_memory()
+        >>> where in ("this machine has", "this machine's memory is unknown")
+        True
+    """
     avail = _meminfo_available()
     limit = _cgroup_room()
     if avail is None:

@@ -194,6 +194,29 @@ def test_a_folder_that_cannot_be_written_keeps_the_step_in_memory(decisive_dir, 
     assert texts(sess, prefix="the cat") == texts(load(decisive_dir), prefix="the cat")
 
 
+def test_a_conversion_that_would_not_fit_stops_before_it_starts(decisive_dir, monkeypatch):
+    prefix = find_checkpoint(decisive_dir, "latest")
+    path = prefix + lite.SUFFIXES["int8"]
+    if os.path.exists(path):
+        os.remove(path)
+    converted = []
+    convert = lite.convert_step
+    monkeypatch.setattr(lite, "convert_step",
+                        lambda m, quantize: converted.append(quantize) or convert(m, quantize=quantize))
+    monkeypatch.setattr(lite, "host_memory", lambda: (10_000, "this machine has"))
+    with pytest.raises(gpt2.OutOfMemoryError,
+                       match=r"needs about .* GB of memory .* this machine has .* GB available.*"
+                             r"copy the file it keeps, model\.ckpt\.int8-v1\.tflite"):
+        load(decisive_dir, quantize="int8")
+    assert converted == [] and not os.path.exists(path)  # stopped before converting
+    monkeypatch.setattr(lite, "host_memory", lambda: (None, "this machine's memory is unknown"))
+    load(decisive_dir, quantize="int8")  # memory unknown: converting is tried
+    assert converted == [True] and os.path.isfile(path)
+    monkeypatch.setattr(lite, "host_memory", lambda: (10_000, "this machine has"))
+    sess = load(decisive_dir, quantize="int8")  # the kept file needs no conversion
+    assert converted == [True] and texts(sess, prefix="the")
+
+
 def test_deleting_a_checkpoint_deletes_its_litert_copies(tmp_path):
     prefix = str(tmp_path / "model-1")
     for ext in (".index", ".data-00000-of-00001", *lite.SUFFIXES.values()):
