@@ -201,8 +201,12 @@ def test_a_conversion_that_would_not_fit_stops_before_it_starts(decisive_dir, mo
         os.remove(path)
     converted = []
     convert = lite.convert_step
-    monkeypatch.setattr(lite, "convert_step",
-                        lambda m, quantize: converted.append(quantize) or convert(m, quantize=quantize))
+
+    def counted(model, quantize):
+        converted.append(quantize)
+        return convert(model, quantize=quantize)
+
+    monkeypatch.setattr(lite, "convert_step", counted)
     monkeypatch.setattr(lite, "host_memory", lambda: (10_000, "this machine has"))
     with pytest.raises(gpt2.OutOfMemoryError,
                        match=r"needs about .* GB of memory .* this machine has .* GB available.*"
