@@ -79,7 +79,7 @@ def load_gpt2(sess, checkpoint="latest", run_name="run1", checkpoint_dir="checkp
     ``"tensorflow"`` by default and ``"litert"`` with ``quantize``.) The first load of
     a checkpoint converts it and keeps ``<checkpoint>.int8-v1.tflite`` (or
     ``.float32-v1.tflite``) beside it; later loads read that. Converting takes memory
-    (about six times the float32 weights, for a few minutes): when less is available,
+    (about seven times the float32 weights, for a few minutes): when less is available,
     an ``OutOfMemoryError`` says so before it starts. Everything else
     (scoring, fine-tuning, export) keeps the float32 weights, which stay loaded too.
 

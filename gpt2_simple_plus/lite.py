@@ -60,9 +60,9 @@ RUNTIMES = ("tensorflow", "litert")
 # The converted step, beside its checkpoint; the number changes whenever the step does.
 SUFFIXES = {"int8": ".int8-v1.tflite", "float32": ".float32-v1.tflite"}
 # The converter holds several copies of the weights at once (the frozen graph, its MLIR
-# module, the flatbuffer): on top of the loaded model, a conversion took up to this many
-# times the float32 weights' bytes (benchmarks/README.md).
-CONVERSION_COPIES = 6
+# module, the flatbuffer): on top of the loaded model, a conversion took 5.6 to 5.7 times
+# the float32 weights' bytes for int8 and 6.6 to 7.0 for float32 (benchmarks/README.md).
+CONVERSION_MEMORY = {"int8": 6.5, "float32": 7.5}
 
 
 def _interpreter_class():
@@ -129,8 +129,9 @@ def cached_step(model, prefix, *, quantize=True):
 
 def check_conversion_memory(model, kind, path, *, available=None, where="this machine has"):
     """Raises :class:`~gpt2_simple_plus.errors.OutOfMemoryError` before a conversion
-    that would not fit in the memory available now (:data:`CONVERSION_COPIES` times
-    the float32 weights), rather than let the system stop the process halfway.
+    that would not fit in the memory available now (:data:`CONVERSION_MEMORY`: a
+    multiple of the float32 weights' bytes), rather than let the system stop the
+    process halfway.
 
         >>> from gpt2_simple_plus.hparams import hparams_for
         >>> from gpt2_simple_plus.memory import GB
@@ -144,7 +145,7 @@ def check_conversion_memory(model, kind, path, *, available=None, where="this ma
         gpt2_simple_plus.errors.OutOfMemoryError: Converting this model for LiteRT with int8 ...
     """
     weights = sum(int(np.prod(v.shape)) * 4 for v in model.weights.values())
-    need = CONVERSION_COPIES * weights
+    need = CONVERSION_MEMORY[kind] * weights
     if available is None:
         available, where = host_memory()
     if available is None or need <= available:
