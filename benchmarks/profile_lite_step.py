@@ -1,10 +1,11 @@
 """Where the LiteRT step's time goes (``load_gpt2(quantize="int8")`` and
-``load_gpt2(runtime="litert")``): one converted decoding step of the random 124M
+``load_gpt2(runtime="litert")``): one converted decoding step of a random 124M
 model, timed on its own (no sampling, no Python around it) at a few batch sizes and
 key/value cache lengths.
 
     python benchmarks/profile_lite_step.py                  # int8, batch 1 and 8
     python benchmarks/profile_lite_step.py --mode float32 --batch 8
+    python benchmarks/profile_lite_step.py --model 355M --mode float32 --batch 1 --lengths 32
     perf record -g python benchmarks/profile_lite_step.py --batch 8 --runs 300
     perf report --no-children --sort symbol                 # XNNPACK's kernels by name
 
@@ -14,9 +15,16 @@ the text's: the growth per position, printed at the end of each batch's row, is 
 attention's cost, and the shortest length's time is roughly the matrix products
 alone. Under ``perf``, the products are XNNPACK's ``gemm`` kernels and the attention
 its ``vmul``/``vmulc`` (the broadcast multiplies) and ``rsum``/``rdsum`` kernels.
+
+It also prints what the one-off conversion took: seconds, and its peak resident memory
+above the process's just before, as a multiple of the float32 weights' bytes (what
+``lite.CONVERSION_MEMORY`` holds ``load_gpt2`` to). ``--model`` picks a bigger shape
+(random weights; 355M needs about 12 GB to convert to float32).
 """
 
 import argparse
+import gc
+import resource
 import statistics
 import sys
 import time
@@ -45,11 +53,19 @@ def step_times(lite, batch, length, runs):
     return times
 
 
+def resident_bytes():
+    """This process's resident memory now (Linux)."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", default="int8", choices=("int8", "float32"),
                         help='int8 weights (quantize="int8", the default) or float32 ones '
                              '(runtime="litert")')
+    parser.add_argument("--model", default="124M", choices=("124M", "355M", "774M", "1558M"),
+                        help="GPT-2 shape, random weights (default %(default)s)")
     parser.add_argument("--batch", type=int, action="append",
                         help="batch size (repeatable; default 1 and 8)")
     parser.add_argument("--lengths", default="32,160,512",
@@ -63,10 +79,19 @@ def main(argv=None):
     from gpt2_simple_plus.lite import LiteModel, convert_step
     from gpt2_simple_plus.model import GPT2
 
-    model = GPT2(hparams_for("124M"), seed=0)
-    print(f"{cpu_description()}\n124M step on LiteRT with {args.mode} weights; converting ...",
-          flush=True)
-    lite = LiteModel(model, convert_step(model, quantize=args.mode == "int8"))
+    model = GPT2(hparams_for(args.model), seed=0)
+    print(f"{cpu_description()}\n{args.model} step on LiteRT with {args.mode} weights; "
+          "converting ...", flush=True)
+    weights = sum(v.shape.num_elements() * 4 for v in model.weights.values())
+    gc.collect()
+    before, start = resident_bytes(), time.perf_counter()
+    step = convert_step(model, quantize=args.mode == "int8")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"conversion: {time.perf_counter() - start:.0f} s, a {len(step) / 1e9:.2f} GB file; "
+          f"peak {peak / 2**30:.1f} GiB, {(peak - before) / weights:.1f} times the "
+          f"{weights / 2**30:.2f} GiB of float32 weights above the {before / 2**30:.1f} GiB "
+          "before", flush=True)
+    lite = LiteModel(model, step)
     print(f"ms per step (median of {args.runs}; best in brackets)")
     for batch in args.batch or [1, 8]:
         medians, cells = [], []
