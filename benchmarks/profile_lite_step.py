@@ -76,13 +76,13 @@ def main(argv=None):
     lengths = sorted(int(n) for n in args.lengths.split(","))
     sys.path.insert(0, REPO)
     from gpt2_simple_plus.hparams import hparams_for
-    from gpt2_simple_plus.lite import LiteModel, convert_step
+    from gpt2_simple_plus.lite import LiteModel, convert_step, float32_bytes
     from gpt2_simple_plus.model import GPT2
 
     model = GPT2(hparams_for(args.model), seed=0)
     print(f"{cpu_description()}\n{args.model} step on LiteRT with {args.mode} weights; "
           "converting ...", flush=True)
-    weights = sum(v.shape.num_elements() * 4 for v in model.weights.values())
+    weights = float32_bytes(model)
     gc.collect()
     before, start = resident_bytes(), time.perf_counter()
     step = convert_step(model, quantize=args.mode == "int8")

@@ -127,6 +127,12 @@ def cached_step(model, prefix, *, quantize=True):
     return path
 
 
+def float32_bytes(model):
+    """The bytes of ``model``'s weights in float32, as the converter holds them: the unit
+    of :data:`CONVERSION_MEMORY` (``benchmarks/profile_lite_step.py`` measures in it)."""
+    return sum(int(np.prod(v.shape)) * 4 for v in model.weights.values())
+
+
 def check_conversion_memory(model, kind, path, *, available=None, where="this machine has"):
     """Raises :class:`~gpt2_simple_plus.errors.OutOfMemoryError` before a conversion
     that would not fit in the memory available now (:data:`CONVERSION_MEMORY`: a
@@ -144,8 +150,7 @@ def check_conversion_memory(model, kind, path, *, available=None, where="this ma
         ...
         gpt2_simple_plus.errors.OutOfMemoryError: Converting this model for LiteRT with int8 ...
     """
-    weights = sum(int(np.prod(v.shape)) * 4 for v in model.weights.values())
-    need = CONVERSION_MEMORY[kind] * weights
+    need = CONVERSION_MEMORY[kind] * float32_bytes(model)
     if available is None:
         available, where = host_memory()
     if available is None or need <= available:
