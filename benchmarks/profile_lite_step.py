@@ -19,12 +19,12 @@ its ``vmul``/``vmulc`` (the broadcast multiplies) and ``rsum``/``rdsum`` kernels
 It also prints what the one-off conversion took: seconds, and its peak resident memory
 above the process's just before, as a multiple of the float32 weights' bytes (what
 ``lite.CONVERSION_MEMORY`` holds ``load_gpt2`` to). ``--model`` picks a bigger shape
-(random weights; 355M needs about 12 GB to convert to float32).
+(random weights; 355M needs about 12 GB to convert to float32, 1558M about 16 GB to
+make its random weights and convert them to int8).
 """
 
 import argparse
 import gc
-import resource
 import statistics
 import sys
 import time
@@ -53,10 +53,17 @@ def step_times(lite, batch, length, runs):
     return times
 
 
-def resident_bytes():
-    """This process's resident memory now (Linux)."""
+def resident_bytes(field="VmRSS"):
+    """This process's resident memory now, or with ``field="VmHWM"`` its peak (Linux)."""
     with open("/proc/self/status", encoding="ascii") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
+
+
+def reset_peak():
+    """Starts this process's peak resident memory afresh (Linux): making random weights
+    takes more memory for a moment than converting them may."""
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+        f.write("5")
 
 
 def main(argv=None):
@@ -84,9 +91,10 @@ def main(argv=None):
           "converting ...", flush=True)
     weights = float32_bytes(model)
     gc.collect()
+    reset_peak()
     before, start = resident_bytes(), time.perf_counter()
     step = convert_step(model, quantize=args.mode == "int8")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = resident_bytes("VmHWM")
     print(f"conversion: {time.perf_counter() - start:.0f} s, a {len(step) / 1e9:.2f} GB file; "
           f"peak {peak / 2**30:.1f} GiB, {(peak - before) / weights:.1f} times the "
           f"{weights / 2**30:.2f} GiB of float32 weights above the {before / 2**30:.1f} GiB "

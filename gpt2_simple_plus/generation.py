@@ -79,8 +79,9 @@ def load_gpt2(sess, checkpoint="latest", run_name="run1", checkpoint_dir="checkp
     ``"tensorflow"`` by default and ``"litert"`` with ``quantize``.) The first load of
     a checkpoint converts it and keeps ``<checkpoint>.int8-v1.tflite`` (or
     ``.float32-v1.tflite``) beside it; later loads read that. Converting takes memory
-    (about seven times the float32 weights, for a few minutes): when less is available,
-    an ``OutOfMemoryError`` says so before it starts. Everything else
+    for a minute or two (for int8 about as much again as the float32 weights, for
+    float32 about seven times them): when less is available, an ``OutOfMemoryError``
+    says so before it starts. Everything else
     (scoring, fine-tuning, export) keeps the float32 weights, which stay loaded too.
 
         >>> import gpt2_simple_plus as gpt2

@@ -51,7 +51,7 @@ import tensorflow as tf
 from .checkpoints import data_files
 from .errors import GenerationError, MissingDependencyError, OutOfMemoryError
 from .files import write_bytes_atomic
-from .memory import gigabytes, host_memory
+from .memory import GB, gigabytes, host_memory
 from .model import Past
 
 QUANTIZE_MODES = ("int8",)
@@ -59,10 +59,13 @@ QUANTIZE_MODES = ("int8",)
 RUNTIMES = ("tensorflow", "litert")
 # The converted step, beside its checkpoint; the number changes whenever the step does.
 SUFFIXES = {"int8": ".int8-v1.tflite", "float32": ".float32-v1.tflite"}
-# The converter holds several copies of the weights at once (the frozen graph, its MLIR
-# module, the flatbuffer): on top of the loaded model, a conversion took 5.6 to 5.7 times
-# the float32 weights' bytes for int8 and 6.6 to 7.0 for float32 (benchmarks/README.md).
-CONVERSION_MEMORY = {"int8": 6.5, "float32": 7.5}
+# Memory a conversion takes above the loaded model: (a multiple of the float32 weights'
+# bytes, a fixed part). The float32 converter holds several copies of the weights at once
+# (the frozen graph, its MLIR module, the flatbuffer): 6.6 to 7.0 times them. The int8 one
+# holds stand-ins for the layer matrices (convert_step) and writes the int8 file once:
+# 1.9 times the weights for 124M, 1.3 for 355M, 1.0 for 774M and 0.8 for 1558M, about
+# 0.55 GB plus 0.7 times them (benchmarks/README.md).
+CONVERSION_MEMORY = {"int8": (1.0, GB), "float32": (7.5, 0)}
 
 
 def _interpreter_class():
@@ -83,6 +86,13 @@ def convert_step(model, *, quantize=True):
     [batch, heads, length, head] of each layer)`` to ``(the logits [batch, n_vocab],
     the token's keys and values of each layer)``; batch size and cache length are
     left free, so one conversion serves them all.
+
+    For int8 the converter is given the layers' weight matrices as stand-ins
+    (:func:`stand_ins`: one value repeated, which its graph holds in a few bytes)
+    and :func:`put_matrices` writes the real ones, quantized, into the flatbuffer
+    it returns: the converter holds several copies of every constant at once, so
+    it then needs a small part of the memory the whole model would take (see
+    :data:`CONVERSION_MEMORY`). The file is the same as converting the model itself.
     """
     hp = model.hparams
     past = tf.TensorSpec([None, hp.n_head, None, hp.head_size], tf.float32)
@@ -93,16 +103,118 @@ def convert_step(model, *, quantize=True):
     @tf.function(input_signature=spec, autograph=False)
     def step(tokens, pos, pad, *cache):
         layers = [Past(cache[2 * i], cache[2 * i + 1]) for i in range(hp.n_layer)]
-        h, new = model.forward(tokens, cache=layers, pos=pos, pad=pad)
+        weights = stand_ins(model) if quantize else None  # made in the graph: one value each
+        h, new = model.forward(tokens, cache=layers, pos=pos, pad=pad, weights=weights)
         # The tied head as h · wteᵀ: LiteRT's fully-connected op, whose weights get quantized.
         logits = tf.matmul(h[:, 0], model.weights["model/wte"], transpose_b=True)
         return [logits] + [t for kv in new for t in kv]
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [step.get_concrete_function()], model)
-    if quantize:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return converter.convert()
+    function = step.get_concrete_function()
+    # The converter saves what it is given; given the model, it would save and read back
+    # every variable, the matrices the stand-ins replace too.
+    read = tf.Module()
+    read.variables_read = list(function.variables)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], read)
+    if not quantize:
+        return converter.convert()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return put_matrices(converter.convert(), model)
+
+
+def _marker(k):
+    """The value that stands in for layer matrix ``k`` during an int8 conversion: distinct
+    for every matrix, and 127 times the per-channel scale the converter gives it."""
+    return 0.01 + 1e-4 * k
+
+
+def stand_ins(model):
+    """``{name: constant}``: each of the layers' weight matrices (``[1, nx, nf]``) as
+    one value repeated, :func:`_marker` of its place in ``layer_matrices``. Made in a
+    graph, each is a constant that stores its one value and its shape."""
+    return {name: tf.constant(_marker(k), tf.float32, v.shape)
+            for k, (name, v) in enumerate(model.layer_matrices().items())}
+
+
+def row_scales(w):
+    """The per-output scales :func:`quantize_rows` gives ``w`` ``[outputs, inputs]``: each
+    row's largest magnitude over 127, in double precision (as the converter)."""
+    scale = np.abs(w).max(axis=1).astype(np.float64) / 127
+    scale[scale == 0] = 1  # an all-zero row stores zeros whatever its scale
+    return scale
+
+
+def quantize_rows(w, scale=None):
+    """``w`` ``[outputs, inputs]`` as int8 with one float32 scale per output (per
+    row, :func:`row_scales`), symmetric, halves rounded away from zero: what the
+    converter's dynamic-range quantization stores for a fully-connected op's weights.
+
+        >>> q, scale = quantize_rows(np.array([[1.0, -0.5], [0.0, 0.25]], np.float32))
+        >>> q.tolist(), (scale * 127).round(6).tolist()  # -63.5 rounds to -64
+        ([[127, -64], [0, 127]], [1.0, 0.25])
+    """
+    scale = row_scales(w) if scale is None else scale
+    x = w.astype(np.float64) / scale[:, None]
+    q = np.clip(np.trunc(x + np.copysign(0.5, x)), -127, 127).astype(np.int8)
+    return q, scale.astype(np.float32)
+
+
+def put_matrices(flatbuffer, model):
+    """``flatbuffer`` (converted with :func:`stand_ins`) with the model's own layer
+    matrices in place of the stand-ins: each found by its scales, checked against
+    its shape, given its own buffer (the converter stores the stand-ins, all alike
+    once quantized, in a shared one) and quantized with :func:`quantize_rows` as that
+    buffer is written, so that one matrix at a time is held in int8 besides the file."""
+    from ai_edge_litert import schema_py_generated as schema
+    import flatbuffers
+
+    matrices = list(model.layer_matrices().values())
+    tflite = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    found, shared = {}, set()
+    for tensor in tflite.subgraphs[0].tensors:
+        quant = tensor.quantization
+        if tensor.type != schema.TensorType.INT8 or quant is None or quant.scale is None:
+            continue
+        k = int(round((float(quant.scale[0]) * 127 - _marker(0)) / (_marker(1) - _marker(0))))
+        if not (0 <= k < len(matrices) and k not in found and
+                np.allclose(np.asarray(quant.scale) * 127, _marker(k), rtol=1e-4)):
+            continue
+        if tuple(tensor.shape) != tuple(matrices[k].shape[:0:-1]):  # [1, in, out] -> [out, in]
+            continue
+        buffer = _Quantized(matrices[k])
+        quant.scale = buffer.scale.astype(np.float32)
+        shared.add(tensor.buffer)
+        tensor.buffer = len(tflite.buffers)
+        tflite.buffers.append(buffer)
+        found[k] = tensor
+    if len(found) != len(matrices):
+        raise RuntimeError(
+            f"The LiteRT converter of TensorFlow {tf.__version__} did not keep "
+            f"{len(matrices) - len(found)} of the model's {len(matrices)} weight matrices "
+            "as separate int8 tensors, so the int8 step cannot be built: please report it.")
+    shared -= {t.buffer for g in tflite.subgraphs for t in g.tensors}
+    for index in shared:  # the stand-ins' own buffers, read by nothing now
+        tflite.buffers[index].data = None
+    # Large enough never to grow (growing copies it): the new matrices and the rest.
+    builder = flatbuffers.Builder(sum(int(np.prod(m.shape)) for m in matrices) + len(flatbuffer))
+    builder.Finish(tflite.Pack(builder), file_identifier=b"TFL3")
+    return bytes(memoryview(builder.Bytes)[builder.Head():])
+
+
+class _Quantized:
+    """A flatbuffer buffer of a layer matrix (``[1, in, out]`` variable) stored as the
+    fully-connected op's int8 ``[out, in]``: scales now, values when it is written."""
+
+    def __init__(self, variable):
+        self.variable = variable
+        self.scale = row_scales(variable.numpy()[0].T)
+
+    def Pack(self, builder):  # the name the flatbuffer object API calls
+        from ai_edge_litert import schema_py_generated as schema
+
+        values, _ = quantize_rows(self.variable.numpy()[0].T, self.scale)
+        buffer = schema.BufferT()
+        buffer.data, buffer.offset, buffer.size = values.reshape(-1).view(np.uint8), 0, 0
+        return buffer.Pack(builder)
 
 
 def cached_step(model, prefix, *, quantize=True):
@@ -136,21 +248,22 @@ def float32_bytes(model):
 def check_conversion_memory(model, kind, path, *, available=None, where="this machine has"):
     """Raises :class:`~gpt2_simple_plus.errors.OutOfMemoryError` before a conversion
     that would not fit in the memory available now (:data:`CONVERSION_MEMORY`: a
-    multiple of the float32 weights' bytes), rather than let the system stop the
-    process halfway.
+    multiple of the float32 weights' bytes and a fixed part), rather than let the
+    system stop the process halfway.
 
         >>> from gpt2_simple_plus.hparams import hparams_for
         >>> from gpt2_simple_plus.memory import GB
         >>> from gpt2_simple_plus.model import GPT2
         >>> model = GPT2(hparams_for("tiny", n_vocab=100), seed=0)
-        >>> check_conversion_memory(model, "int8", "model.int8-v1.tflite", available=GB)
+        >>> check_conversion_memory(model, "int8", "model.int8-v1.tflite", available=2 * GB)
         >>> check_conversion_memory(model, "int8", "model.int8-v1.tflite", available=10_000)
         ... # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         gpt2_simple_plus.errors.OutOfMemoryError: Converting this model for LiteRT with int8 ...
     """
-    need = CONVERSION_MEMORY[kind] * float32_bytes(model)
+    times, fixed = CONVERSION_MEMORY[kind]
+    need = times * float32_bytes(model) + fixed
     if available is None:
         available, where = host_memory()
     if available is None or need <= available:

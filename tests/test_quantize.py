@@ -221,6 +221,52 @@ def test_a_conversion_that_would_not_fit_stops_before_it_starts(decisive_dir, mo
     assert converted == [True] and texts(sess, prefix="the")
 
 
+def int8_tensors(flatbuffer):
+    """``[(shape, int8 values, scales)]`` of a LiteRT flatbuffer's int8 tensors with data."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    tflite = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    found = []
+    for tensor in tflite.subgraphs[0].tensors:
+        data = tflite.buffers[tensor.buffer].data
+        if tensor.type == schema.TensorType.INT8 and data is not None and len(data):
+            found.append((tuple(tensor.shape), np.asarray(data).view(np.int8).reshape(tensor.shape),
+                          np.asarray(tensor.quantization.scale, np.float32)))
+    return found
+
+
+def test_quantize_rows_stores_what_the_converter_stores():
+    w = np.random.RandomState(0).randn(48, 64).astype(np.float32)  # [outputs, inputs]
+    w[0, :5] = [127, 2.5, -3.5, 0.5, -0.5]  # a scale of exactly 1: halves to round
+    w[1] *= 1e-3
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 64], tf.float32)], autograph=False)
+    def product(x):
+        return tf.matmul(x, tf.constant(w.T))
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([product.get_concrete_function()])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    [(shape, values, scales)] = int8_tensors(converter.convert())
+    q, scale = lite.quantize_rows(w)
+    assert shape == (48, 64) and q[0, :5].tolist() == [127, 3, -4, 1, -1]
+    np.testing.assert_array_equal(values, q)
+    np.testing.assert_array_equal(scales, scale)
+
+
+def test_the_int8_step_holds_each_layer_matrix_as_the_converter_would():
+    model = GPT2(hparams_for("tiny", n_vocab=100), seed=0)
+    tensors = int8_tensors(lite.convert_step(model))
+    for name, variable in model.layer_matrices().items():
+        q, scale = lite.quantize_rows(variable.numpy()[0].T)
+        same = [t for t in tensors
+                if t[0] == q.shape and np.array_equal(t[1], q) and np.array_equal(t[2], scale)]
+        assert len(same) == 1, name
+    stand_in = lite._marker(0) / 127  # no tensor keeps a stand-in's scales
+    assert not any(np.allclose(t[2], stand_in, rtol=0.05) for t in tensors)
+    with pytest.raises(RuntimeError, match="did not keep 8 of the model's 8 weight matrices"):
+        lite.put_matrices(lite.convert_step(model, quantize=False), model)
+
+
 def test_deleting_a_checkpoint_deletes_its_litert_copies(tmp_path):
     prefix = str(tmp_path / "model-1")
     for ext in (".index", ".data-00000-of-00001", *lite.SUFFIXES.values()):
