@@ -19,7 +19,7 @@ its ``vmul``/``vmulc`` (the broadcast multiplies) and ``rsum``/``rdsum`` kernels
 It also prints what the one-off conversion took: seconds, and its peak resident memory
 above the process's just before, as a multiple of the float32 weights' bytes (what
 ``lite.CONVERSION_MEMORY`` holds ``load_gpt2`` to). ``--model`` picks a bigger shape
-(random weights; 355M needs about 12 GB to convert to float32, 1558M about 16 GB to
+(random weights; 355M needs about 12 GB to convert to float32, 1558M about 14 GB to
 make its random weights and convert them to int8).
 """
 

@@ -15,7 +15,8 @@ key/value cache stay float32.
 
 The step is the same :class:`~gpt2_simple_plus.model.GPT2` code, converted once
 per checkpoint by TensorFlow's own LiteRT converter (for int8 with
-``Optimize.DEFAULT``: dynamic-range quantization) and kept beside the checkpoint
+``Optimize.DEFAULT``: dynamic-range quantization, the layer matrices written in
+afterwards as it writes them, see :func:`convert_step`) and kept beside the checkpoint
 as ``<checkpoint>.int8-v1.tflite`` or ``<checkpoint>.float32-v1.tflite``, so the
 next load skips the conversion. The prompt is read by the float32 model in one
 pass (it is arithmetic-bound, and the prompt keeps full precision); each new
