@@ -38,6 +38,10 @@ CACHE_BUCKET = 32
 # about two tokens' time, so they are made (once per call) for a call of at least this
 # many tokens, when the memory available holds them twice over (benchmarks/README.md).
 ROWS_MIN_TOKENS = 32
+# ... and for layer matrices of at most this many bytes: at 774M (2.8 GB of them) the copies
+# still made a token 10% faster, at 1558M (5.8 GB) no faster, while they took 6 GB more
+# memory and made the first two calls twice as slow (benchmarks/README.md).
+ROWS_MAX_BYTES = 4 * 2**30
 
 
 class _OwnRetracingFilter(logging.Filter):
@@ -287,8 +291,8 @@ class Decoder:
     def _row_matrices(self, batch, tokens):
         """The weight matrices the loop reads for a call of ``tokens`` at ``batch``
         rows (see :meth:`~gpt2_simple_plus.model.GPT2.matrices`): None (the variables)
-        beyond one row, transposed copies when they pay (:data:`ROWS_MIN_TOKENS`) and
-        fit, else views."""
+        beyond one row, transposed copies when they pay (:data:`ROWS_MIN_TOKENS`,
+        :data:`ROWS_MAX_BYTES`) and fit, else views."""
         if batch != 1 or not hasattr(self.model, "matrices"):
             return None
         copies = tokens >= ROWS_MIN_TOKENS
@@ -296,7 +300,7 @@ class Decoder:
             need = sum(v.shape.num_elements() * v.dtype.size
                        for v in self.model.layer_matrices().values())
             available, _ = available_memory()
-            copies = available is None or available >= 2 * need
+            copies = need <= ROWS_MAX_BYTES and (available is None or available >= 2 * need)
         return self.model.matrices(transposed=copies)
 
     def _seen(self, config, histories, logits):

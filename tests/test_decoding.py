@@ -345,7 +345,7 @@ def test_a_generation_that_slides_makes_the_copies_once_for_all_its_windows(monk
     assert made == [0] and len(rows[0]) == 150
 
 
-def test_the_copies_are_made_only_where_memory_holds_them_twice(monkeypatch):
+def test_the_copies_are_made_only_where_memory_holds_them_twice_and_they_pay(monkeypatch):
     hp = HParams(n_vocab=97, n_ctx=64, n_embd=64, n_head=2, n_layer=2)
     model = GPT2(hp, seed=0)
     made = _count_matrices(monkeypatch, model)
@@ -356,6 +356,9 @@ def test_the_copies_are_made_only_where_memory_holds_them_twice(monkeypatch):
         monkeypatch.setattr(decoding, "available_memory", lambda: (available, "this machine has"))
         decoder.generate([[1, 2]], 32, WARM)
         assert len(made) == copies
+    monkeypatch.setattr(decoding, "ROWS_MAX_BYTES", need - 1)  # too big to pay, as 1558M's
+    decoder.generate([[1, 2]], 32, WARM)
+    assert len(made) == 2
 
 
 def test_a_decoder_at_batch_1_reads_the_weights_as_they_are_now():
