@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 
 from machine import cpu_description
@@ -52,8 +51,8 @@ def run(size, mode, batches, length):
     """One process: ``{"load_s", "tokens_per_s": {batch: ...}, "converted", "peak_gb"}``,
     or None when it failed."""
     folder = make_checkpoint(size)
-    code = textwrap.dedent(SCRIPT).format(repo=REPO, size=size, root=os.path.dirname(folder),
-                                          options=MODES[mode], batches=batches, length=length)
+    code = SCRIPT.format(repo=REPO, size=size, root=os.path.dirname(folder),
+                         options=MODES[mode], batches=batches, length=length)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err,
                                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))

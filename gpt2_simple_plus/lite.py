@@ -170,7 +170,7 @@ def put_matrices(flatbuffer, model):
 
     matrices = list(model.layer_matrices().values())
     tflite = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
-    found, shared = {}, set()
+    found, shared = set(), set()
     for tensor in tflite.subgraphs[0].tensors:
         quant = tensor.quantization
         if tensor.type != schema.TensorType.INT8 or quant is None or quant.scale is None:
@@ -186,7 +186,7 @@ def put_matrices(flatbuffer, model):
         shared.add(tensor.buffer)
         tensor.buffer = len(tflite.buffers)
         tflite.buffers.append(buffer)
-        found[k] = tensor
+        found.add(k)
     if len(found) != len(matrices):
         raise RuntimeError(
             f"The LiteRT converter of TensorFlow {tf.__version__} did not keep "
