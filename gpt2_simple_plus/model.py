@@ -33,6 +33,22 @@ except ImportError:  # pragma: no cover - depends on the TensorFlow build
     dynamic_update_slice = optimization_barrier = None
 
 
+def shape_list(x):
+    """``x``'s dimensions as OpenAI's ``model.py`` has them: Python ints where the shape
+    is known when tracing, scalar tensors where it is not. A known dimension then costs
+    the graph nothing; the decode loop's shapes are all known (one function per bucket),
+    so its graph is smaller and is traced and compiled sooner.
+
+        >>> shape_list(tf.zeros([2, 3]))
+        [2, 3]
+    """
+    static = x.shape.as_list()
+    if None not in static:
+        return static
+    dynamic = tf.shape(x)
+    return [dynamic[i] if d is None else d for i, d in enumerate(static)]
+
+
 def update_slice(buffer, values, index, *, axis, portable=False):
     """``buffer`` with ``values`` written from ``index`` along ``axis`` (and from 0 along
     the others): XLA's in-place ``XlaDynamicUpdateSlice``, or with ``portable=True``
@@ -54,7 +70,7 @@ def update_slice(buffer, values, index, *, axis, portable=False):
                                                      for i in range(rank)])
     perm = [axis] + [i for i in range(rank) if i != axis]  # the written axis first
     back = sorted(range(rank), key=perm.__getitem__)
-    rows = tf.range(tf.shape(values)[axis]) + index
+    rows = tf.range(shape_list(values)[axis]) + index
     updated = tf.tensor_scatter_nd_update(tf.transpose(buffer, perm), rows[:, None],
                                           tf.transpose(values, perm))
     return tf.transpose(updated, back)
@@ -178,21 +194,21 @@ def conv1d(x, w, b, lora=None):
     if lora is not None:
         a, b_, scale = lora
         y += tf.matmul(tf.matmul(x2, tf.cast(a, x.dtype)) * scale, tf.cast(b_, x.dtype))
-    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [nf]], 0))
+    return tf.reshape(y, shape_list(x)[:-1] + [nf])
 
 
 def split_heads(x, n_head):
     """``[batch, seq, features]`` -> ``[batch, heads, seq, features / heads]``."""
-    batch, seq = tf.shape(x)[0], tf.shape(x)[1]
-    x = tf.reshape(x, [batch, seq, n_head, x.shape[-1] // n_head])
+    batch, seq, features = shape_list(x)
+    x = tf.reshape(x, [batch, seq, n_head, features // n_head])
     return tf.transpose(x, [0, 2, 1, 3])
 
 
 def merge_heads(x):
     """The inverse of :func:`split_heads`."""
-    batch, seq = tf.shape(x)[0], tf.shape(x)[2]
+    batch, heads, seq, size = shape_list(x)
     x = tf.transpose(x, [0, 2, 1, 3])
-    return tf.reshape(x, [batch, seq, x.shape[-1] * x.shape[-2]])
+    return tf.reshape(x, [batch, seq, heads * size])
 
 
 def attention_mask(nd, ns, pos, pad):
@@ -267,48 +283,60 @@ class Past(NamedTuple):
     values: tf.Tensor
 
 
-def cached_attn(q, cache, pos, pad):
+def cached_attn(q, cache, mask):
     """Attention of the new tokens' queries ``q`` ``[batch, heads, n, head]`` over a
-    :class:`KVCache` that already holds their own keys and values at ``pos ...``;
-    positions past them, and row ``r``'s first ``pad[r]``, are masked. The
+    :class:`KVCache` that already holds their own keys and values, seeing the
+    positions ``mask`` allows (:func:`attention_mask` over the whole cache). The
     softmax runs in float32, as in :func:`multihead_attn`, which this does not call:
     with the buffers reshaped to its ``[batch, heads, length, head]``, XLA copies
     them at every step again (tests/test_decoding.py checks the compiled loop)."""
-    batch, heads, n, size = tf.shape(q)[0], q.shape[1], tf.shape(q)[2], q.shape[3]
-    length = tf.shape(cache.keys)[1]
+    batch, heads, n, size = shape_list(q)
+    length = shape_list(cache.keys)[1]
     w = tf.matmul(tf.reshape(q, [-1, n, size]), cache.keys, transpose_b=True)
     w = tf.reshape(tf.cast(w, tf.float32) * (1.0 / math.sqrt(size)), [batch, heads, n, length])
-    w = tf.nn.softmax(tf.where(attention_mask(n, length, pos, pad), w, -1e10), axis=-1)
+    w = tf.nn.softmax(tf.where(mask, w, -1e10), axis=-1)
     a = tf.matmul(tf.cast(tf.reshape(w, [-1, n, length]), cache.values.dtype), cache.values)
     return tf.reshape(a, [batch, heads, n, size])
 
 
-def past_attn(q, k, v, past_k, past_v, pos, pad):
+class PastMask(NamedTuple):
+    """Which keys :func:`past_attn`'s queries see: ``past`` ``[batch, 1, 1, length]`` of the
+    cache read, ``new`` ``[batch, 1, n, n]`` of the new tokens' own."""
+    past: tf.Tensor
+    new: tf.Tensor
+
+
+def past_mask(n, length, pos, pad):
+    """The :class:`PastMask` of ``n`` new tokens at ``pos ...`` over a read-only cache of
+    ``length`` positions: the cache's positions below ``pos`` and the new tokens up to
+    each query's own (causal), except row ``r``'s first ``pad[r]`` (left padding)."""
+    at = pos + tf.range(n)  # absolute positions of the new tokens (queries and keys)
+    first = pad[:, None, None, None] if pad is not None else 0  # left padding is never seen
+    past = tf.range(length)[None, None, None, :]
+    causal = (at[None, :] <= at[:, None])[None, None]
+    return PastMask(tf.logical_and(past < pos, past >= first),
+                    tf.logical_and(causal, at[None, None, None] >= first))
+
+
+def past_attn(q, k, v, past_k, past_v, mask):
     """Attention of new tokens over a cache that is read but not written: the keys
-    and values of positions below ``pos`` in ``past_k``/``past_v`` (``[batch, heads,
-    length, head]``; the rest of them is ignored) and the new tokens' own ``k``/``v``,
-    which sit at ``pos, pos + 1 ...``. One softmax over both parts, computed as two
+    and values in ``past_k``/``past_v`` (``[batch, heads, length, head]``) and the new
+    tokens' own ``k``/``v``, seeing what ``mask`` allows (:func:`past_mask`: the
+    positions below the new tokens' ``pos``; the rest is ignored). One softmax over both parts, computed as two
     exponentials over a shared maximum, so neither the cache nor the scores are
     concatenated. Equal to writing ``k``/``v`` at ``pos`` and calling
     :func:`multihead_attn`; for a runtime where that write copies the whole cache
     (LiteRT, see ``lite.py``). For a single new token (a known ``q.shape[2] == 1``)
     the products with the cache are broadcast multiplies and sums, which read it
     once; LiteRT's batched matmul packs a copy of it first."""
-    n, length = tf.shape(q)[2], tf.shape(past_k)[2]
-    at = pos + tf.range(n)  # absolute positions of the new tokens (queries and keys)
-    first = pad[:, None, None, None] if pad is not None else 0  # left padding is never seen
-    past = tf.range(length)[None, None, None, :]
-    see_past = tf.logical_and(past < pos, past >= first)
-    causal = (at[None, :] <= at[:, None])[None, None]
-    see_new = tf.logical_and(causal, at[None, None, None] >= first)
     scale = 1.0 / math.sqrt(q.shape[-1])
     one = q.shape[2] == 1
     if one:  # [b, h, 1, d] * [b, h, length, d] summed over d: [b, h, length] -> [b, h, 1, length]
         s_past = tf.expand_dims(tf.reduce_sum(q * past_k, -1), 2)
     else:
         s_past = tf.matmul(q, past_k, transpose_b=True)
-    s_past = tf.where(see_past, s_past * scale, -1e10)
-    s_new = tf.where(see_new, tf.matmul(q, k, transpose_b=True) * scale, -1e10)
+    s_past = tf.where(mask.past, s_past * scale, -1e10)
+    s_new = tf.where(mask.new, tf.matmul(q, k, transpose_b=True) * scale, -1e10)
     top = tf.maximum(tf.reduce_max(s_past, -1, keepdims=True),
                      tf.reduce_max(s_new, -1, keepdims=True))
     e_past, e_new = tf.exp(s_past - top), tf.exp(s_new - top)
@@ -324,25 +352,41 @@ def write_cache(cache, k, v, pos, *, portable=False):
     """The :class:`KVCache` with the new tokens' keys and values ``[batch, heads, n, d]``
     stored at sequence position ``pos``, in place (``portable``: see :func:`update_slice`)."""
     def write(buffer, x):
-        return update_slice(buffer, tf.reshape(x, [-1, tf.shape(x)[2], x.shape[3]]), pos,
+        return update_slice(buffer, tf.reshape(x, [-1] + shape_list(x)[2:]), pos,
                             axis=1, portable=portable)
     return KVCache(write(cache.keys, k), write(cache.values, v))
 
 
-def attn(x, w, prefix, *, n_head, cache, pos, pad, portable=False):
-    """Causal self-attention; returns the output and the updated layer cache."""
+def layer_mask(n, cache, pos, pad):
+    """What attention masks for ``n`` new tokens at ``pos ...``: the same for every
+    layer, so :meth:`GPT2.forward` computes it once. A :class:`PastMask` over a read-only
+    :class:`Past` cache, :func:`attention_mask` over a :class:`KVCache` or, without a
+    cache, over the tokens themselves; None for a whole unpadded sequence of known
+    length, which :func:`causal_attn` masks as it goes (training)."""
+    if isinstance(cache, Past):
+        return past_mask(n, shape_list(cache.keys)[2], pos, pad)
+    if cache is not None:
+        return attention_mask(n, shape_list(cache.keys)[1], pos, pad)
+    if pad is None and isinstance(n, int):
+        return None
+    return attention_mask(n, n, 0, pad)
+
+
+def attn(x, w, prefix, *, n_head, cache, pos, mask, portable=False):
+    """Causal self-attention; returns the output and the updated layer cache.
+    ``mask`` is :func:`layer_mask`'s for this ``cache``."""
     c = conv1d(x, w[prefix + "c_attn/w"], w[prefix + "c_attn/b"], w.get(prefix + "c_attn/lora"))
     q, k, v = (split_heads(t, n_head) for t in tf.split(c, 3, axis=2))
     if isinstance(cache, Past):  # a cache that is read only; the new keys go back instead
-        a = past_attn(q, k, v, *cache, pos, pad)
+        a = past_attn(q, k, v, *cache, mask)
         cache = Past(k, v)
     elif cache is not None:
         cache = write_cache(cache, k, v, pos, portable=portable)
-        a = cached_attn(q, cache, pos, pad)
-    elif pad is None and q.shape[2] is not None:  # training: a whole, unpadded sequence
+        a = cached_attn(q, cache, mask)
+    elif mask is None:  # training: a whole, unpadded sequence
         a = causal_attn(q, k, v)
     else:
-        a = multihead_attn(q, k, v, attention_mask(tf.shape(q)[2], tf.shape(k)[2], 0, pad))
+        a = multihead_attn(q, k, v, mask)
     a = merge_heads(a)
     return conv1d(a, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"],
                   w.get(prefix + "c_proj/lora")), cache
@@ -353,10 +397,11 @@ def mlp(x, w, prefix):
     return conv1d(h, w[prefix + "c_proj/w"], w[prefix + "c_proj/b"], w.get(prefix + "c_proj/lora"))
 
 
-def block(x, w, prefix, *, n_head, cache=None, pos=0, pad=None, portable=False):
-    """One transformer block: pre-norm attention then pre-norm MLP, both residual."""
+def block(x, w, prefix, *, n_head, cache=None, pos=0, mask=None, portable=False):
+    """One transformer block: pre-norm attention then pre-norm MLP, both residual.
+    ``mask``: :func:`layer_mask`'s (None: a whole unpadded sequence, no cache)."""
     a, cache = attn(norm(x, w[prefix + "ln_1/g"], w[prefix + "ln_1/b"]), w, prefix + "attn/",
-                    n_head=n_head, cache=cache, pos=pos, pad=pad, portable=portable)
+                    n_head=n_head, cache=cache, pos=pos, mask=mask, portable=portable)
     x = x + a
     x = x + mlp(norm(x, w[prefix + "ln_2/g"], w[prefix + "ln_2/b"]), w, prefix + "mlp/")
     return x, cache
@@ -364,7 +409,7 @@ def block(x, w, prefix, *, n_head, cache=None, pos=0, pad=None, portable=False):
 
 def positions_for(tokens, pos, pad):
     """Absolute position of each token; left padding shifts a row's positions back."""
-    p = tf.range(tf.shape(tokens)[1])[None, :] + tf.cast(pos, tf.int32)
+    p = tf.range(shape_list(tokens)[1])[None, :] + tf.cast(pos, tf.int32)
     if pad is not None:
         p = tf.maximum(p - pad[:, None], 0)
     return p
@@ -498,20 +543,21 @@ class GPT2(tf.Module):
         h = tf.cast(tf.gather(wte, tokens), tf.float32) + tf.cast(
             tf.gather(wpe, positions_for(tokens, pos, pad)), tf.float32)
         h = tf.cast(h, self.compute_dtype)
+        mask = layer_mask(shape_list(tokens)[1], None if cache is None else cache[0], pos, pad)
         new_cache = []
         for i in range(hp.n_layer):
             prefix = f"model/h{i}/"
             layer_cache = None if cache is None else cache[i]
             if recompute and cache is None:
-                h = self._recomputed_block(h, w, prefix, pad)
+                h = self._recomputed_block(h, w, prefix, mask)
             else:
                 h, layer_cache = block(h, w, prefix, n_head=hp.n_head, cache=layer_cache,
-                                       pos=pos, pad=pad, portable=portable)
+                                       pos=pos, mask=mask, portable=portable)
             new_cache.append(layer_cache)
         h = norm(h, w["model/ln_f/g"], w["model/ln_f/b"])
         return h, (new_cache if cache is not None else None)
 
-    def _recomputed_block(self, h, w, prefix, pad):
+    def _recomputed_block(self, h, w, prefix, mask):
         # Trainable variables are read inside, so recompute_grad differentiates them. A frozen
         # base is read here: TensorFlow keeps every custom gradient's closure for good, and
         # one holding the base's variables would keep their memory after training.
@@ -527,7 +573,7 @@ class GPT2(tf.Module):
             with tf.control_dependencies([x]):
                 w = {n: tf.identity(v) if isinstance(v, tf.Tensor) else v
                      for n, v in layer.items()}
-            out, _ = block(x, w, prefix, n_head=n_head, pad=pad)
+            out, _ = block(x, w, prefix, n_head=n_head, mask=mask)
             return out
 
         return run(h)

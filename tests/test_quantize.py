@@ -22,7 +22,7 @@ from gpt2_simple_plus.checkpoints import find_checkpoint
 from gpt2_simple_plus.loading import load_model
 from gpt2_simple_plus.generation import decoder_for
 from gpt2_simple_plus.hparams import HParams, hparams_for
-from gpt2_simple_plus.model import GPT2, Past, multihead_attn, past_attn, update_slice
+from gpt2_simple_plus.model import GPT2, Past, multihead_attn, past_attn, past_mask, update_slice
 from gpt2_simple_plus.sampling import SamplingConfig
 
 
@@ -61,7 +61,7 @@ def test_past_attn_equals_writing_the_cache_then_attending(n):
     past_k, past_v = (tf.constant(rng.standard_normal([b, h, length, d]), tf.float32)
                       for _ in range(2))  # positions >= pos hold junk that must be ignored
     pad = tf.constant([0, 2])
-    ours = past_attn(q, k, v, past_k, past_v, pos, pad)
+    ours = past_attn(q, k, v, past_k, past_v, past_mask(n, length, pos, pad))
     keys = update_slice(past_k, k, pos, axis=2)
     values = update_slice(past_v, v, pos, axis=2)
     at = pos + tf.range(n)
