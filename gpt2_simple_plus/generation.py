@@ -77,8 +77,8 @@ def load_gpt2(sess, checkpoint="latest", run_name="run1", checkpoint_dir="checkp
     text is float32's, made faster than TensorFlow's XLA makes it, for the price of
     a second copy of the weights in memory and on disk. (``runtime`` is
     ``"tensorflow"`` by default and ``"litert"`` with ``quantize``.) The first load of
-    a checkpoint converts it and keeps ``<checkpoint>.int8-v1.tflite`` (or
-    ``.float32-v1.tflite``) beside it; later loads read that. Converting takes memory
+    a checkpoint converts it and keeps ``<checkpoint>.int8-v2.tflite`` (or
+    ``.float32-v2.tflite``) beside it; later loads read that. Converting takes memory
     for a minute or two (for int8 about as much again as the float32 weights, for
     float32 about seven times them): when less is available, an ``OutOfMemoryError``
     says so before it starts. Everything else

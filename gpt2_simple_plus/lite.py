@@ -17,7 +17,7 @@ The step is the same :class:`~gpt2_simple_plus.model.GPT2` code, converted once
 per checkpoint by TensorFlow's own LiteRT converter (for int8 with
 ``Optimize.DEFAULT``: dynamic-range quantization, the layer matrices written in
 afterwards as it writes them, see :func:`convert_step`) and kept beside the checkpoint
-as ``<checkpoint>.int8-v1.tflite`` or ``<checkpoint>.float32-v1.tflite``, so the
+as ``<checkpoint>.int8-v2.tflite`` or ``<checkpoint>.float32-v2.tflite``, so the
 next load skips the conversion. The prompt is read by the float32 model in one
 pass (it is arithmetic-bound, and the prompt keeps full precision); each new
 token then runs on the converted step. :class:`LiteModel` offers both behind the
@@ -43,6 +43,7 @@ buffers, which LiteRT keeps between calls.
     5
 """
 
+import glob
 import os
 import threading
 
@@ -59,7 +60,7 @@ QUANTIZE_MODES = ("int8",)
 # Where the decoding steps run: TensorFlow (XLA) or LiteRT (this module).
 RUNTIMES = ("tensorflow", "litert")
 # The converted step, beside its checkpoint; the number changes whenever the step does.
-SUFFIXES = {"int8": ".int8-v1.tflite", "float32": ".float32-v1.tflite"}
+SUFFIXES = {"int8": ".int8-v2.tflite", "float32": ".float32-v2.tflite"}
 # Memory a conversion takes above the loaded model: (a multiple of the float32 weights'
 # bytes, a fixed part). The float32 converter holds several copies of the weights at once
 # (the frozen graph, its MLIR module, the flatbuffer): 6.6 to 7.0 times them. The int8 one
@@ -221,8 +222,9 @@ class _Quantized:
 def cached_step(model, prefix, *, quantize=True):
     """:func:`convert_step` of ``model`` as the path of ``<prefix>`` + its suffix in
     :data:`SUFFIXES` when that file is newer than the checkpoint ``prefix``, else
-    converted and written there (atomically) first. A folder that cannot be written
-    keeps the flatbuffer in memory: bytes are returned instead of a path."""
+    converted and written there (atomically) first, and the files earlier versions of
+    the step left there are deleted (a 1558M one takes 1.65 GB). A folder that cannot be
+    written keeps the flatbuffer in memory: bytes are returned instead of a path."""
     kind = "int8" if quantize else "float32"
     path = prefix + SUFFIXES[kind]
     sources = [p for p in [prefix + ".index"] + data_files(prefix) if os.path.exists(p)]
@@ -237,6 +239,12 @@ def cached_step(model, prefix, *, quantize=True):
         write_bytes_atomic(path, blob)
     except OSError:
         return blob
+    for old in glob.glob(glob.escape(prefix) + f".{kind}-v*.tflite"):
+        if old != path:
+            try:
+                os.remove(old)
+            except OSError:  # another process's, or a read-only file: it only takes room
+                pass
     return path
 
 
@@ -256,8 +264,8 @@ def check_conversion_memory(model, kind, path, *, available=None, where="this ma
         >>> from gpt2_simple_plus.memory import GB
         >>> from gpt2_simple_plus.model import GPT2
         >>> model = GPT2(hparams_for("tiny", n_vocab=100), seed=0)
-        >>> check_conversion_memory(model, "int8", "model.int8-v1.tflite", available=2 * GB)
-        >>> check_conversion_memory(model, "int8", "model.int8-v1.tflite", available=10_000)
+        >>> check_conversion_memory(model, "int8", "model.int8-v2.tflite", available=2 * GB)
+        >>> check_conversion_memory(model, "int8", "model.int8-v2.tflite", available=10_000)
         ... # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...

@@ -158,6 +158,12 @@ def test_the_litert_step_is_prepared_once_per_checkpoint(decisive_dir, capsys, m
     path = prefix + lite.SUFFIXES["int8" if "quantize" in mode else "float32"]
     if os.path.exists(path):
         os.remove(path)
+    kind = "int8" if "quantize" in mode else "float32"
+    other = "float32" if kind == "int8" else "int8"
+    stale, kept = prefix + f".{kind}-v0.tflite", prefix + f".{other}-v0.tflite"
+    for name in (stale, kept):  # files an earlier version of the step left
+        with open(name, "wb") as f:
+            f.write(b"old")
     calls = []
     convert = lite.convert_step
     monkeypatch.setattr(lite, "convert_step",
@@ -165,6 +171,8 @@ def test_the_litert_step_is_prepared_once_per_checkpoint(decisive_dir, capsys, m
     sess = load(decisive_dir, **mode)
     assert calls == ["quantize" in mode] and os.path.isfile(path)
     assert "Converting" in capsys.readouterr().out
+    assert not os.path.exists(stale) and os.path.exists(kept)  # only its own kind's go
+    os.remove(kept)
     decoder = decoder_for(sess.model)
     texts(sess, prefix="the")
     traces = decoder.traces
@@ -210,7 +218,7 @@ def test_a_conversion_that_would_not_fit_stops_before_it_starts(decisive_dir, mo
     monkeypatch.setattr(lite, "host_memory", lambda: (10_000, "this machine has"))
     with pytest.raises(gpt2.OutOfMemoryError,
                        match=r"needs about .* GB of memory .* this machine has .* GB available.*"
-                             r"copy the file it keeps, model\.ckpt\.int8-v1\.tflite"):
+                             r"copy the file it keeps, model\.ckpt\.int8-v2\.tflite"):
         load(decisive_dir, quantize="int8")
     assert converted == [] and not os.path.exists(path)  # stopped before converting
     monkeypatch.setattr(lite, "host_memory", lambda: (None, "this machine's memory is unknown"))
