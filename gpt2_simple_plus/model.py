@@ -49,6 +49,20 @@ def shape_list(x):
     return [dynamic[i] if d is None else d for i, d in enumerate(static)]
 
 
+def reshape(x, dims):
+    """``tf.reshape(x, dims)`` for ``dims`` from :func:`shape_list`: one dimension unknown
+    when tracing goes as -1, so the graph computes no shape for it (a LiteRT step, whose
+    batch is set when it runs, then holds no shape arithmetic at all).
+
+        >>> reshape(tf.zeros([2, 6]), [2, 3, 2]).shape
+        TensorShape([2, 3, 2])
+    """
+    unknown = [i for i, d in enumerate(dims) if not isinstance(d, int)]
+    if len(unknown) == 1:
+        dims = [-1 if i == unknown[0] else d for i, d in enumerate(dims)]
+    return tf.reshape(x, dims)
+
+
 def update_slice(buffer, values, index, *, axis, portable=False):
     """``buffer`` with ``values`` written from ``index`` along ``axis`` (and from 0 along
     the others): XLA's in-place ``XlaDynamicUpdateSlice``, or with ``portable=True``
@@ -194,13 +208,13 @@ def conv1d(x, w, b, lora=None):
     if lora is not None:
         a, b_, scale = lora
         y += tf.matmul(tf.matmul(x2, tf.cast(a, x.dtype)) * scale, tf.cast(b_, x.dtype))
-    return tf.reshape(y, shape_list(x)[:-1] + [nf])
+    return reshape(y, shape_list(x)[:-1] + [nf])
 
 
 def split_heads(x, n_head):
     """``[batch, seq, features]`` -> ``[batch, heads, seq, features / heads]``."""
     batch, seq, features = shape_list(x)
-    x = tf.reshape(x, [batch, seq, n_head, features // n_head])
+    x = reshape(x, [batch, seq, n_head, features // n_head])
     return tf.transpose(x, [0, 2, 1, 3])
 
 
@@ -208,7 +222,7 @@ def merge_heads(x):
     """The inverse of :func:`split_heads`."""
     batch, heads, seq, size = shape_list(x)
     x = tf.transpose(x, [0, 2, 1, 3])
-    return tf.reshape(x, [batch, seq, heads * size])
+    return reshape(x, [batch, seq, heads * size])
 
 
 def attention_mask(nd, ns, pos, pad):
@@ -293,10 +307,10 @@ def cached_attn(q, cache, mask):
     batch, heads, n, size = shape_list(q)
     length = shape_list(cache.keys)[1]
     w = tf.matmul(tf.reshape(q, [-1, n, size]), cache.keys, transpose_b=True)
-    w = tf.reshape(tf.cast(w, tf.float32) * (1.0 / math.sqrt(size)), [batch, heads, n, length])
+    w = reshape(tf.cast(w, tf.float32) * (1.0 / math.sqrt(size)), [batch, heads, n, length])
     w = tf.nn.softmax(tf.where(mask, w, -1e10), axis=-1)
     a = tf.matmul(tf.cast(tf.reshape(w, [-1, n, length]), cache.values.dtype), cache.values)
-    return tf.reshape(a, [batch, heads, n, size])
+    return reshape(a, [batch, heads, n, size])
 
 
 class PastMask(NamedTuple):
