@@ -57,9 +57,9 @@ def reshape(x, dims):
         >>> reshape(tf.zeros([2, 6]), [2, 3, 2]).shape
         TensorShape([2, 3, 2])
     """
-    unknown = [i for i, d in enumerate(dims) if not isinstance(d, int)]
-    if len(unknown) == 1:
-        dims = [-1 if i == unknown[0] else d for i, d in enumerate(dims)]
+    known = [d for d in dims if isinstance(d, int)]
+    if len(known) == len(dims) - 1 and 0 not in known:  # beside a 0, -1 could be anything
+        dims = [d if isinstance(d, int) else -1 for d in dims]
     return tf.reshape(x, dims)
 
 

@@ -205,14 +205,14 @@ def categorical(logits, seed):
     over the whole vocabulary (up to float rounding), for far less work than a
     50k-long cumulative sum per step.
     """
-    batch, vocab = tf.shape(logits)[0], logits.shape[-1]
+    batch, vocab = logits.shape[0] or tf.shape(logits)[0], logits.shape[-1]  # static if known
     weights = tf.exp(logits - tf.reduce_max(logits, axis=-1, keepdims=True))
     n_blocks = -(-vocab // CDF_BLOCK)
     blocks = tf.reshape(tf.pad(weights, [[0, 0], [0, n_blocks * CDF_BLOCK - vocab]]),
                         [batch, n_blocks, CDF_BLOCK])
     sums = tf.reduce_sum(blocks, axis=-1)
     cumulative = tf.cumsum(sums, axis=-1)
-    u = uniform(tf.stack([batch, 1]), seed) * cumulative[:, -1:]
+    u = uniform([batch, 1], seed) * cumulative[:, -1:]
     block = tf.minimum(tf.reduce_sum(tf.cast(cumulative < u, tf.int32), axis=-1), n_blocks - 1)
     before = tf.gather(cumulative - sums, block, batch_dims=1)  # total weight of earlier blocks
     inside = tf.cumsum(tf.gather(blocks, block, batch_dims=1), axis=-1) + before[:, None]

@@ -9,6 +9,7 @@ whole loop. A tiny GPT-2 checks the window that slides past the context, and
 what XLA makes of the loop's key/value cache.
 """
 
+import collections
 import math
 import re
 
@@ -410,6 +411,32 @@ def test_rows_that_share_a_prompt_read_it_once_and_generate_what_separate_reads_
     apart = Decoder(model, jit_compile=False)
     assert apart.generate([[3, 4, 5]] * 3, 20, WARM, seed=4) == rows
     assert [key[0] for key in apart._prefill] == [3]
+
+
+def test_the_compiled_graphs_compute_no_shape_and_build_one_mask_per_pass():
+    """Every shape in the prompt's pass and the decode loop is known when tracing, so
+    each reshape's shape is a constant, not sliced and packed from ``tf.shape``: that
+    arithmetic was half of each graph, and tracing and compiling the two were most of
+    the wait for the first text (benchmarks/README.md). The attention mask, the same
+    for every layer, is built once per pass (one causal comparison, one for the left
+    padding)."""
+    hp = HParams(n_vocab=97, n_ctx=64, n_embd=128, n_head=2, n_layer=3)
+    decoder = Decoder(GPT2(hp, seed=0), jit_compile=False)
+    decoder.generate([[1, 2], [3]], 10, WARM)  # rows of two lengths: padded
+    functions = [*decoder._prefill.values(), *decoder._loops.values()]
+    assert len(functions) == 2
+    for fn in functions:
+        (traced,) = fn._list_all_concrete_functions()
+        graph = traced.graph.as_graph_def()
+        ops, computed = collections.Counter(), []
+        for nodes in [graph.node, *(f.node_def for f in graph.library.function)]:
+            kind = {node.name: node.op for node in nodes}
+            ops.update(kind.values())
+            computed += [node.input[1] for node in nodes if node.op == "Reshape"
+                         and kind.get(node.input[1].split(":")[0]) != "Const"]
+        assert ops["MatMul"] >= 4 * hp.n_layer and ops["Reshape"] >= 4 * hp.n_layer
+        assert not computed, computed
+        assert ops["LessEqual"] == ops["GreaterEqual"] == 1, ops
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -7,6 +7,7 @@ model (sharp logits, see helpers.decisive_weights) checks that greedy text is
 the same as float32's, with every generation feature on.
 """
 
+import collections
 import glob
 import os
 import sys
@@ -273,6 +274,24 @@ def test_the_int8_step_holds_each_layer_matrix_as_the_converter_would():
     assert not any(np.allclose(t[2], s) for t in tensors for s in stand_ins)
     with pytest.raises(RuntimeError, match="did not keep 8 of the model's 8 weight matrices"):
         lite.put_matrices(lite.convert_step(model, quantize=False), model)
+
+
+def test_the_litert_step_holds_no_shape_arithmetic_per_layer():
+    """The step's batch is set when it runs; each reshape gives that one unknown
+    dimension as -1 (``model.reshape``), so no layer computes a shape from it (Shape,
+    StridedSlice and Pack were a fifth of the 124M step's operations)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = GPT2(hparams_for("tiny", n_vocab=100), seed=0)
+    tflite = schema.ModelT.InitFromPackedBuf(lite.convert_step(model, quantize=False), 0)
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items()
+             if not name.startswith("_")}
+    ops = collections.Counter()
+    for op in tflite.subgraphs[0].operators:
+        code = tflite.operatorCodes[op.opcodeIndex]
+        ops[names[max(code.builtinCode, code.deprecatedBuiltinCode)]] += 1
+    assert ops["FULLY_CONNECTED"] == 4 * model.hparams.n_layer + 1 and ops["RESHAPE"], ops
+    assert ops["SHAPE"] <= 1 and ops["PACK"] == 0 and ops["STRIDED_SLICE"] < 10, ops
 
 
 def test_deleting_a_checkpoint_deletes_its_litert_copies(tmp_path):
