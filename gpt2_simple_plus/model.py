@@ -336,9 +336,9 @@ def past_attn(q, k, v, past_k, past_v, mask):
     """Attention of new tokens over a cache that is read but not written: the keys
     and values in ``past_k``/``past_v`` (``[batch, heads, length, head]``) and the new
     tokens' own ``k``/``v``, seeing what ``mask`` allows (:func:`past_mask`: the
-    positions below the new tokens' ``pos``; the rest is ignored). One softmax over both parts, computed as two
-    exponentials over a shared maximum, so neither the cache nor the scores are
-    concatenated. Equal to writing ``k``/``v`` at ``pos`` and calling
+    positions below the new tokens' ``pos``; the rest is ignored). One softmax over
+    both parts, computed as two exponentials over a shared maximum, so neither the
+    cache nor the scores are concatenated. Equal to writing ``k``/``v`` at ``pos`` and calling
     :func:`multihead_attn`; for a runtime where that write copies the whole cache
     (LiteRT, see ``lite.py``). For a single new token (a known ``q.shape[2] == 1``)
     the products with the cache are broadcast multiplies and sums, which read it

@@ -279,7 +279,7 @@ def test_the_int8_step_holds_each_layer_matrix_as_the_converter_would():
 def test_the_litert_step_holds_no_shape_arithmetic_per_layer():
     """The step's batch is set when it runs; each reshape gives that one unknown
     dimension as -1 (``model.reshape``), so no layer computes a shape from it (Shape,
-    StridedSlice and Pack were a fifth of the 124M step's operations)."""
+    StridedSlice and Pack were more than a quarter of the 124M step's operations)."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = GPT2(hparams_for("tiny", n_vocab=100), seed=0)
