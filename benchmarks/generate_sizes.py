@@ -19,13 +19,11 @@ sizes they cannot hold.
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 from machine import cpu_description
-from memory import GB, REPO, make_checkpoint
+from memory import GB, REPO, make_checkpoint, run_python
 
 SCRIPT = """
 import json, sys, time
@@ -53,20 +51,14 @@ def run(size, mode, batches, length):
     folder = make_checkpoint(size)
     code = SCRIPT.format(repo=REPO, size=size, root=os.path.dirname(folder),
                          options=MODES[mode], batches=batches, length=length)
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err,
-                                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-        _, status, usage = os.wait4(proc.pid, 0)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
+    returncode, stdout, stderr, peak = run_python(code)
     lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
-    if os.waitstatus_to_exitcode(status) or not lines:
+    if returncode or not lines:
         sys.stderr.write(f"{size} {mode} failed:\n{stdout[-1000:]}\n{stderr[-3000:]}\n")
         return None
     result = json.loads(lines[-1][len("RESULT "):])
     result["converted"] = "Converting" in stdout
-    result["peak_gb"] = usage.ru_maxrss * 1024 / GB  # kilobytes on Linux
+    result["peak_gb"] = peak / GB
     return result
 
 

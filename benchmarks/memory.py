@@ -172,22 +172,34 @@ def estimated_bytes(name):
     return need * (SIMPLE_FACTOR if template is GPT2_SIMPLE else 1.0)
 
 
+def run_python(code, *, cwd=None, logs=None):
+    """Runs ``code`` in a Python process of its own, TensorFlow's logs quiet: its exit
+    code, standard output and error, and peak resident memory in bytes (its
+    ``ru_maxrss``, read with ``wait4``, so the figure is that process's alone). The
+    output goes to ``logs`` + ``.out`` and ``.err`` when given (kept to read later),
+    else to temporary files."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+
+    def log(suffix):
+        return open(logs + suffix, "w+") if logs else tempfile.TemporaryFile("w+")
+
+    with log(".out") as out, log(".err") as err:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, env=env, stdout=out,
+                                stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    return os.waitstatus_to_exitcode(status), stdout, stderr, usage.ru_maxrss * 1024  # KB on Linux
+
+
 def run(name, folder, steps):
     size, title, template, extra, _, _ = CONFIGS[name]
     code = textwrap.dedent(template).format(repo=REPO, size=size, cache=CACHE, steps=steps,
                                             name=name, extra=extra)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    with open(os.path.join(folder, name + ".out"), "w+") as out, \
-            open(os.path.join(folder, name + ".err"), "w+") as err:
-        start = time.time()
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=folder, env=env, stdout=out,
-                                stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    peak = usage.ru_maxrss * 1024  # kilobytes on Linux
+    start = time.time()
+    returncode, stdout, stderr, peak = run_python(code, cwd=folder,
+                                                  logs=os.path.join(folder, name))
     times = {int(m.group(1)): float(m.group(2))
              for m in map(LINE.match, stdout.splitlines()) if m}
     result = {"name": name, "size": size, "title": title, "peak_gb": peak / GB,
@@ -195,10 +207,10 @@ def run(name, folder, steps):
     if "not implemented for Tensorflow 2" in stdout:  # gpt-2-simple's own message
         result["status"] = "not available (gpt-2-simple: not on TF 2)"
         return result
-    if proc.returncode or len(times) < 2:
-        sys.stderr.write(f"{name} failed (exit {proc.returncode}):\n{stdout[-1500:]}\n"
+    if returncode or len(times) < 2:
+        sys.stderr.write(f"{name} failed (exit {returncode}):\n{stdout[-1500:]}\n"
                          f"{stderr[-3000:]}\n")
-        result["status"] = f"failed (exit {proc.returncode})"
+        result["status"] = f"failed (exit {returncode})"
         return result
     first, last = min(times), max(times)
     result["sec_per_step"] = (times[last] - times[first]) / (last - first)
