@@ -42,6 +42,14 @@ ROWS_MIN_TOKENS = 32
 # still made a token 10% faster, at 1558M (5.8 GB) no faster, while they took 6 GB more
 # memory and made the first two calls twice as slow (benchmarks/README.md).
 ROWS_MAX_BYTES = 4 * 2**30
+# A prompt of at most this many tokens (no prefix, a few words) is read by the decode loop
+# itself, a token per step (decode_loop's ``prompt``), not by a pass of its own: a process
+# whose first generation has such a prompt then compiles one function instead of two and
+# comes about 2 s sooner to its first text under XLA. Each token read costs a step: at
+# batch 1 this many steps take about what the pass takes; at batch 8, where the pass reads
+# a shared prompt once for all rows, a little more (benchmarks/README.md). A LiteRT model
+# reads every prompt with its float32 model.
+READ_MAX = 4
 
 
 class _OwnRetracingFilter(logging.Filter):
@@ -71,11 +79,18 @@ def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on
     core TensorFlow ops only, see :func:`~gpt2_simple_plus.model.update_slice`).
 
     ``loop(cache, logits, pos, pad, seen, steps, seed, step0, temperature, top_p,
-    penalty, stops, done, top_k=None)`` returns ``(cache, logits, out, i, done, seen)``:
-    ``out`` holds ``[batch, out_len]`` new ids (``-2`` past ``i``, the steps
-    taken). Step ``i`` draws with seed ``seed + [0, step0 + i]``; ``stops`` are the
-    stop sequences (see :func:`_stop_tensor`), and a row is ``done`` once one ended.
-    ``top_k`` is read only by a ``runtime`` rule; a fixed rule has its own.
+    penalty, stops, done, top_k=None, matrices=None, prompt=None, reads=None)`` returns
+    ``(cache, logits, out, i, done, seen)``: ``out`` holds ``[batch, out_len]`` new ids
+    (``-2`` past ``i``, the tokens drawn). Draw ``i`` uses seed ``seed + [0, step0 +
+    i]``; ``stops`` are the stop sequences (see :func:`_stop_tensor`), and a row is
+    ``done`` once one ended. ``top_k`` is read only by a ``runtime`` rule; a fixed rule
+    has its own.
+
+    With ``prompt`` (``[batch, width]`` ids written against the right edge, as
+    :func:`~gpt2_simple_plus.padding.pad_left` writes them), the loop first reads the
+    last ``reads`` of its columns into the cache, one per step from position ``pos``,
+    then draws after them: a prompt of a few tokens needs no pass of its own, so the
+    first generation compiles one function instead of two (:data:`READ_MAX`).
 
     ``compile_choice=True`` compiles each step's choice of token (sampling and its
     bookkeeping) with XLA on its own, for a loop that is not compiled whole because
@@ -89,7 +104,7 @@ def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on
     portable_arg = {"portable": True} if portable else {}  # test models need not take it
 
     def loop(cache, logits, pos, pad, seen, steps, seed, step0, temperature, top_p, penalty,
-             stops, done, top_k=None, matrices=None):
+             stops, done, top_k=None, matrices=None, prompt=None, reads=None):
         if on_trace is not None:
             on_trace()
         batch = logits.shape[0]  # static in the Decoder: each batch size has its own loop
@@ -97,8 +112,11 @@ def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on
             batch = tf.shape(logits)[0]
         out = tf.fill([batch, out_len + margin], tf.constant(-2, tf.int32))
 
+        reading = prompt is not None
+        limit = reads + steps if reading else steps  # step i draws token i - reads
+
         def cond(i, cache, logits, out, done, seen):
-            go = i < steps
+            go = i < limit
             if n_stop:
                 go = tf.logical_and(go, tf.logical_not(tf.reduce_all(done)))
             return go
@@ -122,7 +140,14 @@ def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on
             choose = tf.function(choose, jit_compile=True, autograph=False)
 
         def body(i, cache, logits, out, done, seen):
-            token, out, done, seen = choose(i, logits, out, done, seen)
+            if reading:
+                token, out, done, seen = tf.cond(
+                    i < reads,
+                    lambda: (tf.gather(prompt, prompt.shape[1] - reads + i, axis=1), out, done,
+                             seen),
+                    lambda: choose(i - reads, logits, out, done, seen))
+            else:
+                token, out, done, seen = choose(i, logits, out, done, seen)
             # test models need not take portable= or weights=
             extra = dict(portable_arg, **({"weights": matrices} if matrices else {}))
             h, cache = model.forward(token[:, None], cache=cache, pos=pos + i, pad=pad, **extra)
@@ -130,8 +155,8 @@ def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on
 
         i, cache, logits, out, done, seen = tf.while_loop(
             cond, body, [tf.constant(0), cache, logits, out, done, seen],
-            maximum_iterations=out_len)
-        return cache, logits, out[:, margin:], i, done, seen
+            maximum_iterations=out_len + (prompt.shape[1] if reading else 0))
+        return cache, logits, out[:, margin:], i - reads if reading else i, done, seen
 
     return loop
 
@@ -156,6 +181,7 @@ class Decoder:
         self.model = model
         self.jit_compile = jit_compile
         self.compile_choice = compile_choice and not jit_compile  # see decode_loop
+        self.reads_prompts = jit_compile  # see READ_MAX
         self._prefill = {}
         self._loops = {}
         self.traces = 0  # how many times a function was traced (tests check it stays flat)
@@ -228,11 +254,14 @@ class Decoder:
             # One window: the most recent context, leaving room to generate.
             room = length - step
             longest = max(map(len, histories))
+            reads = 0
             if longest + room <= n_ctx:  # everything fits: one window
                 context = histories
                 prompt_len = round_up(longest, PROMPT_BUCKET)
                 if prompt_len + room > n_ctx:  # no room for the rounding
                     prompt_len = longest
+                if self.reads_prompts and longest <= READ_MAX:  # the loop reads it
+                    prompt_len = reads = longest
             else:  # slide: keep a bucket-aligned tail, so the window has room to generate
                 budget = max(n_ctx - room, keep) // PROMPT_BUCKET * PROMPT_BUCKET or keep
                 context = [h[-budget:] for h in histories]
@@ -242,7 +271,12 @@ class Decoder:
             cache_len = min(round_up(prompt_len + room, CACHE_BUCKET), n_ctx)
             span = cache_len - prompt_len  # tokens this window can hold
             prompt, pad = pad_left(context, prompt_len)
-            cache, logits = self._prefill_window(context, prompt, pad, cache_len)
+            if reads:
+                cache = self.model.empty_cache(batch, cache_len)
+                logits = tf.zeros([batch, self.model.hparams.n_vocab])  # read, never drawn from
+            else:
+                cache, logits = self._prefill_window(context, prompt, pad, cache_len)
+            reading = self._reading(context if reads else [[]] * batch, reads)
             seen = self._seen(config, histories, logits)
             out_len = min(chunk or span, span)
             loop = self.loop_fn(batch, cache_len, out_len, config, tuple(stops.shape))
@@ -251,13 +285,14 @@ class Decoder:
                 steps = min(out_len, cache_len - pos, length - step)
                 with _python_errors(self.model):
                     cache, logits, out, n, _, seen = loop(
-                        cache, logits, tf.constant(pos, tf.int32), pad, seen,
+                        cache, logits, tf.constant(pos - reads, tf.int32), pad, seen,
                         tf.constant(steps), seed, tf.constant(step),
                         tf.constant(config.temperature or 1.0, tf.float32),
                         tf.constant(config.top_p, tf.float32),
                         tf.constant(config.repetition_penalty, tf.float32), stops,
                         tf.constant(finished),  # rows stopped in an earlier call count as done
-                        matrices=matrices)
+                        matrices=matrices, **reading)
+                reads, reading = 0, self._reading([[]] * batch, 0)
                 n = int(n)
                 out = out.numpy()[:, :n]
                 piece = [[] for _ in prompts]
@@ -275,6 +310,14 @@ class Decoder:
                 pos += n
                 step += n
                 yield piece
+
+    def _reading(self, context, reads):
+        """The loop's ``prompt`` and ``reads`` (see :func:`decode_loop`), always
+        :data:`READ_MAX` wide so that one compiled loop serves every window."""
+        if not self.reads_prompts:
+            return {}
+        return {"prompt": tf.constant(pad_left(context, READ_MAX)[0]),
+                "reads": tf.constant(reads, tf.int32)}
 
     def _prefill_window(self, context, prompt, pad, cache_len):
         """The cache and next-token logits after a window's padded ``prompt``. Rows

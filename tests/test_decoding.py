@@ -84,7 +84,7 @@ def test_xla_loop_stops_too():
     rows, calls = calls_during(speller, lambda: decoder.generate(
         [SPELL[:3], SPELL[:1]], 20, WARM, stop_sequences=[[16, 17]]))
     assert rows == [[13, 14, 15, 16, 17], [11, 12, 13, 14, 15, 16, 17]]
-    assert calls == 1 + 7
+    assert calls == 3 + 7  # under XLA the loop reads a short prompt itself, a pass per token
 
 
 def test_a_stop_sequence_split_between_chunks_is_found(spell_decoder):
@@ -344,6 +344,36 @@ def test_a_generation_that_slides_makes_the_copies_once_for_all_its_windows(monk
     monkeypatch.setattr(decoding, "ROWS_MIN_TOKENS", 10 ** 6)
     assert Decoder(model).generate([[5, 6, 7]], 150, GREEDY) == rows
     assert made == [0] and len(rows[0]) == 150
+
+
+def test_a_short_prompt_is_read_by_the_loop_and_gives_the_tokens_a_pass_gives(monkeypatch):
+    """Under XLA a prompt of at most READ_MAX tokens is read by the decode loop, a token per
+    step, so the first generation compiles no pass for it. The tokens drawn, greedy and
+    sampled, with rows of different lengths and in chunks, are the ones the prompt's pass
+    gives. A longer prompt still has its pass."""
+    hp = HParams(n_vocab=97, n_ctx=64, n_embd=64, n_head=2, n_layer=2)
+    model = GPT2(hp, helpers.decisive_weights(hp, seed=3))
+    passes = []
+    prefill_fn = Decoder.prefill_fn
+    monkeypatch.setattr(Decoder, "prefill_fn", lambda self, *a: passes.append(a) or
+                        prefill_fn(self, *a))
+    reader, passer = Decoder(model), Decoder(model)
+    passer.reads_prompts = False
+    prompts = [list(range(5, 5 + decoding.READ_MAX)), [9]]
+    for config in (GREEDY, WARM):
+        read = reader.generate(prompts, 10, config, seed=2)
+        assert passes == [], "a short prompt had a pass of its own"
+        assert read == passer.generate(prompts, 10, config, seed=2)
+        assert len(set(read[0])) > 3  # a decisive model: the comparison means something
+        passes.clear()
+    chunks = [p[0] for p in reader.stream(prompts[:1], 10, GREEDY, chunk=3)]
+    assert [len(c) for c in chunks] == [3, 3, 3, 1]
+    assert sum(chunks, []) == passer.generate(prompts[:1], 10, GREEDY)[0]
+
+    longer = [list(range(1, decoding.READ_MAX + 2))] * 2
+    passes.clear()
+    assert reader.generate(longer, 10, GREEDY) == passer.generate(longer, 10, GREEDY)
+    assert len(passes) == 2  # one pass each
 
 
 def test_the_copies_are_made_only_where_memory_holds_them_twice_and_they_pay(monkeypatch):
