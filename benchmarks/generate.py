@@ -43,11 +43,8 @@ import tempfile
 import textwrap
 import time
 
-from machine import cpu_description, rotated_rounds
+from machine import VOCAB_DIR, cpu_description, random_124m, rotated_rounds
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-VOCAB_DIR = os.environ.get("GPT2_VOCAB_DIR", os.path.join(REPO, "..", "shared", "gpt2-vocab"))
 PROMPT, PROMPT_IDS, NEW_TOKENS, TEMPERATURE = "Hello world", [15496, 995], 128, 0.7
 # " Hello world" once more per --prompt_repeat: " Hello" is 18435 in GPT-2's vocabulary
 MORE, MORE_IDS = " Hello world", [18435, 995]
@@ -226,21 +223,6 @@ FLOAT32_PEERS = ("gpt-2-simple 0.8.1", "transformers (torch)", "CTranslate2", "k
 FASTEST_PEERS = ("transformers (torch) bf16", "CTranslate2 int8")
 
 
-def make_checkpoint(root):
-    """A random 124M GPT-2 in OpenAI's layout at ``root/124M`` (about 500 MB)."""
-    sys.path.insert(0, REPO)
-    from gpt2_simple_plus.checkpoints import save_pretrained_layout
-    from gpt2_simple_plus.hparams import hparams_for
-    from gpt2_simple_plus.model import random_weights
-
-    folder = os.path.join(root, "124M")
-    hparams = hparams_for("124M")
-    save_pretrained_layout(folder, random_weights(hparams, seed=0), hparams, vocab_from=VOCAB_DIR)
-    with open(os.path.join(folder, "model.ckpt.meta"), "wb"):
-        pass  # OpenAI ships one; neither package reads it
-    return root
-
-
 def measure(name, model_dir, runs, length=NEW_TOKENS, repeat=1):
     """Run one system's script; returns its results plus seconds to first text."""
     code = COMMON + textwrap.dedent(SCRIPTS[name])
@@ -286,7 +268,7 @@ def main(argv=None):
     if not os.path.isfile(os.path.join(VOCAB_DIR, "encoder.json")):
         sys.exit(f"GPT-2 vocabulary not found in {VOCAB_DIR}: set GPT2_VOCAB_DIR.")
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = make_checkpoint(tmp)
+        model_dir = random_124m(tmp)
         names = args.only or list(SCRIPTS)
         results = {}
         for round_, name in rotated_rounds(names, args.rounds):

@@ -21,8 +21,8 @@ import sys
 import tempfile
 import time
 
-from generate import NEW_TOKENS, PROMPT, TEMPERATURE, VOCAB_DIR, make_checkpoint
-from machine import cpu_description
+from generate import NEW_TOKENS, PROMPT, TEMPERATURE
+from machine import VOCAB_DIR, cpu_description, random_124m
 
 # Events that wrap others (the executor, waiting on the pool) or mark an async op's end.
 WRAPPERS = ("ThunkExecutor::Execute", "SlinkyThreadPool::Await")
@@ -104,7 +104,7 @@ def main(argv=None):
     import gpt2_simple_plus as gpt2
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = make_checkpoint(tmp)
+        model_dir = random_124m(tmp)
         sess = gpt2.start_tf_sess()
         gpt2.load_gpt2(sess, model_name="124M", model_dir=model_dir,
                        compute_dtype=args.compute_dtype)

@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 
-from generate import REPO
+from machine import REPO
 from machine import cpu_description
 
 

@@ -29,35 +29,15 @@ import time
 import urllib.error
 import urllib.request
 
-from machine import cpu_description
+from machine import cpu_description, random_124m
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-VOCAB_DIR = os.environ.get("GPT2_VOCAB_DIR", os.path.join(REPO, "..", "shared", "gpt2-vocab"))
-CACHE = os.path.join(os.path.expanduser("~"), ".cache", "gpt2_simple_plus_bench")
 PROMPTS = ["The history of the city begins", "Once upon a time, in a small village",
            "The results of the experiment show", "In the morning the market was",
            "She opened the letter and read", "The committee met on Tuesday to",
            "Scientists have long wondered why", "The recipe calls for two cups of"]
 TARGET = 3.0
-
-
-def checkpoint(root=CACHE):
-    """``root/124M``: a random GPT-2 124M in OpenAI's layout, made once and kept."""
-    folder = os.path.join(root, "124M")
-    if os.path.isfile(os.path.join(folder, "model.ckpt.index")):
-        return root
-    if not os.path.isfile(os.path.join(VOCAB_DIR, "encoder.json")):
-        sys.exit(f"GPT-2 vocabulary not found in {VOCAB_DIR}: set GPT2_VOCAB_DIR.")
-    print(f"making a random 124M checkpoint in {folder} ...", flush=True)
-    sys.path.insert(0, REPO)
-    from gpt2_simple_plus.checkpoints import save_pretrained_layout
-    from gpt2_simple_plus.hparams import hparams_for
-    from gpt2_simple_plus.model import random_weights
-
-    hparams = hparams_for("124M")
-    save_pretrained_layout(folder, random_weights(hparams, seed=0), hparams, vocab_from=VOCAB_DIR)
-    return root
 
 
 def start_server(model_dir, max_batch, timeout):
@@ -136,7 +116,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     total = args.clients * args.requests
     jobs = [(PROMPTS[i % len(PROMPTS)] + f" (request {i})", args.tokens) for i in range(total)]
-    model_dir = checkpoint()
+    model_dir = random_124m()
     proc, url = start_server(model_dir, max_batch=args.clients, timeout=args.timeout)
     try:
         print(f"server at {url}; warming up (compiling each batch size once) ...", flush=True)
