@@ -1,8 +1,10 @@
-"""Process start to the first text: what a new user's first script does (import, ``load_gpt2``
+r"""Process start to the first text: what a new user's first script does (import, ``load_gpt2``
 on GPT-2 124M, 128 new tokens after "Hello world" at batch 1), timed from outside, so that
 importing TensorFlow and every compilation count.
 
-    farm-bench -n 8 --timeout 900 --vs "env PYTHONPATH=<other checkout> python benchmarks/first_text.py" -- python benchmarks/first_text.py
+    farm-bench -n 8 --timeout 900 \
+        --vs "env PYTHONPATH=<other checkout> python benchmarks/first_text.py" \
+        -- python benchmarks/first_text.py
 
 runs it alternating with another checkout of the package (the pairs cancel this machine's
 drift; quote the median ratio). Alone, it prints the seconds since it started. The model

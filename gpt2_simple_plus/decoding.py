@@ -1,6 +1,7 @@
 """The compiled decode loop: prompt in one pass, then a ``tf.while_loop`` that
 samples a token and runs the model on it, over a key/value cache preallocated
-for the whole sequence and updated in place.
+for the whole sequence and updated in place. A prompt of a few tokens
+(:data:`READ_MAX`) is read by the loop itself, with no pass of its own.
 
 Shapes are bucketed (batch, prompt length rounded up, cache length rounded
 up) and each compiled function is kept, so calling again with the same shapes
@@ -73,10 +74,11 @@ def _named(fn):
 def decode_loop(model, out_len, config, stop_shape=(0, 1), *, portable=False, on_trace=None,
                 compile_choice=False):
     """The decode loop: a function that samples up to ``out_len`` tokens after a
-    prefilled cache, each step drawing a token with :func:`~gpt2_simple_plus.sampling.next_token`
-    and running the model on it. :class:`Decoder` compiles it; the SavedModel of
-    :mod:`~gpt2_simple_plus.export` traces the same function (``portable=True``:
-    core TensorFlow ops only, see :func:`~gpt2_simple_plus.model.update_slice`).
+    prefilled cache (or after a short ``prompt`` it reads first), each step drawing a
+    token with :func:`~gpt2_simple_plus.sampling.next_token` and running the model on it.
+    :class:`Decoder` compiles it; the SavedModel of :mod:`~gpt2_simple_plus.export`
+    traces the same function (``portable=True``: core TensorFlow ops only, see
+    :func:`~gpt2_simple_plus.model.update_slice`).
 
     ``loop(cache, logits, pos, pad, seen, steps, seed, step0, temperature, top_p,
     penalty, stops, done, top_k=None, matrices=None, prompt=None, reads=None)`` returns
@@ -276,7 +278,7 @@ class Decoder:
                 logits = tf.zeros([batch, self.model.hparams.n_vocab])  # read, never drawn from
             else:
                 cache, logits = self._prefill_window(context, prompt, pad, cache_len)
-            reading = self._reading(context if reads else [[]] * batch, reads)
+            reading, after = self._reading(context, reads), self._reading(context, 0)
             seen = self._seen(config, histories, logits)
             out_len = min(chunk or span, span)
             loop = self.loop_fn(batch, cache_len, out_len, config, tuple(stops.shape))
@@ -292,7 +294,7 @@ class Decoder:
                         tf.constant(config.repetition_penalty, tf.float32), stops,
                         tf.constant(finished),  # rows stopped in an earlier call count as done
                         matrices=matrices, **reading)
-                reads, reading = 0, self._reading([[]] * batch, 0)
+                reads, reading = 0, after  # the prompt is in the cache now
                 n = int(n)
                 out = out.numpy()[:, :n]
                 piece = [[] for _ in prompts]
@@ -312,11 +314,13 @@ class Decoder:
                 yield piece
 
     def _reading(self, context, reads):
-        """The loop's ``prompt`` and ``reads`` (see :func:`decode_loop`), always
-        :data:`READ_MAX` wide so that one compiled loop serves every window."""
+        """The loop's ``prompt`` and ``reads`` (see :func:`decode_loop`): the last ``reads``
+        tokens of ``context``'s rows (none: zeros), always :data:`READ_MAX` wide, so that
+        one compiled loop serves every window."""
         if not self.reads_prompts:
             return {}
-        return {"prompt": tf.constant(pad_left(context, READ_MAX)[0]),
+        rows = [row[-reads:] if reads else [] for row in context]
+        return {"prompt": tf.constant(pad_left(rows, READ_MAX)[0]),
                 "reads": tf.constant(reads, tf.int32)}
 
     def _prefill_window(self, context, prompt, pad, cache_len):
