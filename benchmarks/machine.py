@@ -10,7 +10,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 VOCAB_DIR = os.environ.get("GPT2_VOCAB_DIR", os.path.join(REPO, "..", "shared", "gpt2-vocab"))
-# where random checkpoints are kept between runs ($GPT2_BENCH_CACHE)
+# where random checkpoints are kept between runs ($GPT2_BENCH_CACHE): random_124m's, and
+# memory.py's of every size
 CACHE = os.environ.get("GPT2_BENCH_CACHE",
                        os.path.join(os.path.expanduser("~"), ".cache", "gpt2_simple_plus_bench"))
 
@@ -75,5 +76,5 @@ def random_124m(root=CACHE):
     hparams = hparams_for("124M")
     save_pretrained_layout(folder, random_weights(hparams, seed=0), hparams, vocab_from=VOCAB_DIR)
     with open(os.path.join(folder, "model.ckpt.meta"), "wb"):
-        pass  # OpenAI ships one; gpt-2-simple looks for it, neither package reads it
+        pass  # OpenAI ships one; neither package reads it
     return root

@@ -31,13 +31,10 @@ import tempfile
 import textwrap
 import time
 
-from machine import cpu_description, rotated_rounds
+from machine import CACHE, REPO, cpu_description, rotated_rounds
+from machine import VOCAB_DIR as VOCAB
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VOCAB = os.environ.get("GPT2_VOCAB_DIR", os.path.join(REPO, "..", "shared", "gpt2-vocab"))
-CACHE = os.environ.get("GPT2_BENCH_CACHE",
-                       os.path.join(os.path.expanduser("~"), ".cache", "gpt2_simple_plus_bench"))
 LINE = re.compile(r"^\[(\d+) \| ([\d.]+)\] loss=([\d.]+|nan) avg=")
 GB = 2 ** 30
 
