@@ -20,6 +20,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from .model import shape_list
+
 NEG_INF = -1e10  # what OpenAI's sampler writes into masked-out logits
 
 
@@ -205,7 +207,7 @@ def categorical(logits, seed):
     over the whole vocabulary (up to float rounding), for far less work than a
     50k-long cumulative sum per step.
     """
-    batch, vocab = logits.shape[0] or tf.shape(logits)[0], logits.shape[-1]  # static if known
+    batch, vocab = shape_list(logits)  # static where known
     weights = tf.exp(logits - tf.reduce_max(logits, axis=-1, keepdims=True))
     n_blocks = -(-vocab // CDF_BLOCK)
     blocks = tf.reshape(tf.pad(weights, [[0, 0], [0, n_blocks * CDF_BLOCK - vocab]]),
