@@ -278,7 +278,8 @@ class Decoder:
                 logits = tf.zeros([batch, self.model.hparams.n_vocab])  # read, never drawn from
             else:
                 cache, logits = self._prefill_window(context, prompt, pad, cache_len)
-            reading, after = self._reading(context, reads), self._reading(context, 0)
+            after = self._reading(context, 0)  # the loop's calls once the prompt is in
+            reading = self._reading(context, reads) if reads else after
             seen = self._seen(config, histories, logits)
             out_len = min(chunk or span, span)
             loop = self.loop_fn(batch, cache_len, out_len, config, tuple(stops.shape))
@@ -294,7 +295,7 @@ class Decoder:
                         tf.constant(config.repetition_penalty, tf.float32), stops,
                         tf.constant(finished),  # rows stopped in an earlier call count as done
                         matrices=matrices, **reading)
-                reads, reading = 0, after  # the prompt is in the cache now
+                reads, reading = 0, after
                 n = int(n)
                 out = out.numpy()[:, :n]
                 piece = [[] for _ in prompts]
